@@ -1,0 +1,57 @@
+r"""The `llamafactory-fea` command: data conversion and validation, tiny models, the demo."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    from .tiny_model import make_tiny_model
+
+    path = make_tiny_model(args.output_dir, arch=args.arch, seed=args.seed)
+    print(f"Tiny {args.arch} model written to {path}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .data.converters import CONVERTERS
+
+    report = CONVERTERS[args.source].run(args)
+    print(report.summary())
+    return 0 if report.written else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    r"""The command-line parser with every subcommand."""
+    from .data.converters import CONVERTERS
+    from .tiny_model import ARCHITECTURES
+
+    parser = argparse.ArgumentParser(prog="llamafactory-fea", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("make-tiny-model", help="Write a tiny random-weight Qwen-VL model (offline).")
+    tiny.add_argument("output_dir")
+    tiny.add_argument("--arch", choices=ARCHITECTURES, default="qwen2_vl")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_make_tiny_model)
+
+    data = commands.add_parser("data", help="Convert and validate FEA datasets.").add_subparsers(
+        dest="action", required=True
+    )
+    convert = data.add_parser("convert", help="Convert a source dataset into registered LLaMA-Factory data.")
+    sources = convert.add_subparsers(dest="source", required=True)
+    for converter in CONVERTERS.values():
+        converter.add_arguments(sources.add_parser(converter.name, help=converter.help))
+
+    convert.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    r"""Run a `llamafactory-fea` subcommand."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

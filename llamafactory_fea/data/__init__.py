@@ -1,0 +1,1 @@
+r"""FEA data in LLaMA-Factory's format: records, registration, converters and validation."""

@@ -1,0 +1,155 @@
+r"""Parse a `<think>...</think><answer>...</answer>` completion into a typed result with its faults."""
+
+import re
+from dataclasses import dataclass, field
+
+from .aus import AU_CATALOGUE, AU_PATTERN
+from .emotions import EMOTIONS, SYNONYMS, try_normalize_emotion
+
+
+FORMAT_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)  # the reference's format check
+THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+TAG_PATTERN = re.compile(r"</?(think|answer)>")
+MIN_REASONING_WORDS = 3
+
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    r"""What a completion says (reasoning, answer, emotion, AUs) and what is wrong with it."""
+
+    text: str
+    reasoning: str | None
+    answer: str | None
+    emotion: str | None
+    aus: frozenset[int]
+    well_formed: bool
+    structured: bool
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        r"""Whether the completion has no fault at all."""
+        return not self.problems
+
+    @property
+    def unknown_aus(self) -> frozenset[int]:
+        r"""AUs named in the reasoning that are not in the catalogue."""
+        return frozenset(au for au in self.aus if au not in AU_CATALOGUE)
+
+    def feedback(self) -> str:
+        r"""The faults as one paragraph to show a model that should try again."""
+        return " ".join(self.problems)
+
+
+def completion_text(completion: "str | list[dict] | dict") -> str:
+    r"""Return the text of a completion given as a string or as chat messages (TRL's conversational form)."""
+    if isinstance(completion, str):
+        return completion
+
+    if isinstance(completion, dict):
+        completion = [completion]
+
+    parts = []
+    for message in completion:
+        content = message.get("content", "") if isinstance(message, dict) else message
+        if isinstance(content, list):  # multimodal content parts
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+        parts.append(str(content))
+
+    return "".join(parts)
+
+
+def _tag_problems(text: str) -> list[str]:
+    r"""Return the structural faults of the tags: missing, repeated, nested, misordered or surrounded by text."""
+    tags = [match.group(0) for match in TAG_PATTERN.finditer(text)]
+    problems = []
+    for name in ("think", "answer"):
+        opened, closed = tags.count(f"<{name}>"), tags.count(f"</{name}>")
+        if opened == 0 or closed == 0:
+            problems.append(f"Put the {'reasoning' if name == 'think' else 'answer'} inside <{name}> and </{name}>.")
+        elif opened > 1 or closed > 1:
+            problems.append(f"Write exactly one <{name}> block.")
+
+    if tags and tags != ["<think>", "</think>", "<answer>", "</answer>"] and not problems:
+        problems.append(
+            "Write <think>...</think> first and <answer>...</answer> after it, with no tag inside another."
+        )
+
+    if tags and not problems:
+        stripped = text.strip()
+        if not stripped.startswith("<think>") or not stripped.endswith("</answer>"):
+            problems.append("Write nothing before <think> or after </answer>.")
+
+    return problems
+
+
+def _answer_problems(answer: str | None) -> tuple[str | None, list[str]]:
+    r"""Return the emotion of an answer (if it is exactly one emotion word) and the faults of the answer."""
+    if answer is None:
+        return None, []
+
+    if not answer:
+        return None, ["The answer is empty: write one emotion word."]
+
+    named = {SYNONYMS[word] for word in re.findall(r"[a-z]+", answer.lower()) if word in SYNONYMS}
+    if len(named) > 1:
+        return None, [f"The answer names several emotions ({', '.join(sorted(named))}): choose one."]
+
+    emotion = try_normalize_emotion(answer)
+    if emotion is None:
+        return None, [f"The answer must be exactly one emotion word from: {', '.join(EMOTIONS)}; got {answer!r}."]
+
+    return emotion, []
+
+
+def _reasoning_problems(reasoning: str | None, aus: frozenset[int]) -> list[str]:
+    r"""Return the faults of the reasoning: empty, no AU, an AU outside the catalogue, or a bare AU list."""
+    if reasoning is None:
+        return []
+
+    if not reasoning:
+        return ["The reasoning is empty: describe the facial movements you see."]
+
+    problems = []
+    if not aus:
+        problems.append("The reasoning names no action unit: name each one you see in parentheses, e.g. (AU4).")
+
+    unknown = sorted(au for au in aus if au not in AU_CATALOGUE)
+    if unknown:
+        problems.append(f"{', '.join(f'AU{au}' for au in unknown)} not in the AU catalogue: use catalogue AUs only.")
+
+    words = re.findall(r"[A-Za-z]{2,}", AU_PATTERN.sub(" ", reasoning))
+    if aus and len(words) < MIN_REASONING_WORDS:
+        problems.append("The reasoning only lists action units: explain what you see on the face.")
+
+    return problems
+
+
+def parse_completion(completion: "str | list[dict] | dict") -> ParsedCompletion:
+    r"""Parse a completion: first `<think>` block, last `<answer>` block, AUs named in the reasoning.
+
+    >>> parsed = parse_completion("<think>Brows pulled together (AU4).</think><answer>Sad</answer>")
+    >>> parsed.emotion, sorted(parsed.aus), parsed.ok
+    ('sadness', [4], True)
+    """
+    text = completion_text(completion)
+    think = THINK_PATTERN.search(text)
+    answers = ANSWER_PATTERN.findall(text)
+    reasoning = think.group(1).strip() if think else None
+    answer = answers[-1].strip() if answers else None
+    aus = frozenset(int(number) for number in AU_PATTERN.findall(reasoning or ""))
+    emotion, answer_problems = _answer_problems(answer)
+    tag_problems = _tag_problems(text)
+    problems = tag_problems + _reasoning_problems(reasoning, aus) + answer_problems
+    return ParsedCompletion(
+        text=text,
+        reasoning=reasoning,
+        answer=answer,
+        emotion=emotion,
+        aus=aus,
+        well_formed=FORMAT_PATTERN.fullmatch(text) is not None,
+        structured=not tag_problems,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,133 @@
+r"""Build a tiny random-weight Qwen-VL model, tokenizer and processor offline (for tests, the demo and smoke runs)."""
+
+import tempfile
+from pathlib import Path
+
+from .fea.aus import AU_CATALOGUE
+from .fea.emotions import EMOTIONS, SYNONYMS
+from .fea.prompts import FEAPrompts
+
+
+ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl")
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+MIN_PIXELS, MAX_PIXELS = 3136, 12544
+
+
+def _corpus() -> list[str]:
+    r"""Texts the tokenizer is trained on: the FEA prompts, labels, AU names and the output tags."""
+    prompts = FEAPrompts()
+    lines = [prompts.question(EMOTIONS), prompts.guided("sadness", [1, 4, 15]), "<think> </think> <answer> </answer>"]
+    lines += [f"{au} (AU{au.number})" for au in AU_CATALOGUE.values()]
+    lines += list(SYNONYMS) + [e.capitalize() for e in EMOTIONS]
+    return lines * 4
+
+
+def build_tokenizer(vocab_size: int = 600):
+    r"""Train a byte-level BPE tokenizer (any text encodes) with the Qwen special tokens, wrapped as Qwen2's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_corpus(), trainer=trainer)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend.save(f"{tmp}/tokenizer.json")
+        tokenizer = Qwen2TokenizerFast(
+            tokenizer_file=f"{tmp}/tokenizer.json",
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            unk_token=None,
+            bos_token=None,
+            additional_special_tokens=SPECIAL_TOKENS[1:],
+        )
+
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _vision_config(arch: str, text_hidden: int) -> dict:
+    r"""A two-block vision tower that projects to the text width."""
+    if arch == "qwen2_vl":
+        return dict(depth=2, embed_dim=32, hidden_size=text_hidden, mlp_ratio=2, num_heads=2)
+
+    return dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=text_hidden,
+        fullatt_block_indexes=[1],
+    )
+
+
+def make_tiny_model(output_dir: "str | Path", arch: str = "qwen2_vl", seed: int = 0) -> Path:
+    r"""Write a tiny random-weight Qwen2-VL or Qwen2.5-VL (model, tokenizer, processor) to a folder."""
+    import torch
+    import transformers
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}.")
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    prefix = "Qwen2VL" if arch == "qwen2_vl" else "Qwen2_5_VL"
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    config = getattr(transformers, f"{prefix}Config")(
+        text_config=text_config,
+        vision_config=_vision_config(arch, text_config["hidden_size"]),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+        **{k: text_config[k] for k in ("vocab_size", "hidden_size", "bos_token_id", "eos_token_id", "pad_token_id")},
+    )
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config).to(torch.float32)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    processor = getattr(transformers, f"{prefix}Processor")(
+        image_processor=transformers.Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        tokenizer=tokenizer,
+        video_processor=transformers.Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        chat_template=CHAT_TEMPLATE,
+    )
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
