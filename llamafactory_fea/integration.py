@@ -58,6 +58,14 @@ register_stage(
         arguments="llamafactory_fea.train.grpo.args.GRPOArguments",
     )
 )
+register_stage(
+    PluginStage(
+        name="synth",
+        board_name="FEA Synthesis",
+        runner="llamafactory_fea.train.synth.workflow.run_synth",
+        arguments="llamafactory_fea.train.synth.args.SynthesisArguments",
+    )
+)
 
 
 def _import_object(path: str) -> Any:

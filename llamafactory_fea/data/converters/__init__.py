@@ -1,6 +1,13 @@
-r"""One converter per source dataset; importing this package registers them all."""
+r"""One converter module per source dataset; importing this package imports (and so registers) them all."""
+
+import importlib
+import pkgutil
 
 from ..convert import CONVERTERS, register_converter
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 __all__ = ["CONVERTERS", "register_converter"]

@@ -1,0 +1,44 @@
+r"""Shared fixtures: a tiny offline Qwen-VL model built once per session, the demo data, CLI runners."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_REGISTRY = ROOT / "data_registry"
+EXAMPLES = ROOT / "examples"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    r"""A tiny random-weight Qwen2-VL folder (model, tokenizer, processor)."""
+    from llamafactory_fea.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2_vl", arch="qwen2_vl")
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    r"""An environment for CPU, offline subprocess runs of `llamafactory-cli`."""
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "WANDB_DISABLED": "true",
+        "TOKENIZERS_PARALLELISM": "false",
+        "DISABLE_VERSION_CHECK": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
+    r"""Run a command of this venv (`llamafactory-cli ...`, `llamafactory-fea ...`) and capture its output."""
+    command = [str(BIN / args[0]), *args[1:]]
+    return subprocess.run(command, cwd=cwd, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
