@@ -21,6 +21,15 @@ def _convert(args: argparse.Namespace) -> int:
     return 0 if report.written else 1
 
 
+def _make_demo(args: argparse.Namespace) -> int:
+    from .data.demo import make_demo
+
+    for name, path in make_demo(args.output_dir).items():
+        print(f"Demo dataset {name} written to {path}")
+
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     r"""The command-line parser with every subcommand."""
     from .data.converters import CONVERTERS
@@ -44,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         converter.add_arguments(sources.add_parser(converter.name, help=converter.help))
 
     convert.set_defaults(func=_convert)
+    make_demo = data.add_parser("make-demo", help="Draw the embedded demo set (fea_demo, fea_demo_test); register it.")
+    make_demo.add_argument("--output-dir", default="data_registry", help="Dataset folder (with dataset_info.json).")
+    make_demo.set_defaults(func=_make_demo)
     return parser
 
 
