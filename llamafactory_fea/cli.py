@@ -13,6 +13,12 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output_dir)
+
+
 def _convert(args: argparse.Namespace) -> int:
     from .data.converters import CONVERTERS
 
@@ -30,9 +36,16 @@ def _make_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from .data.validate import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     r"""The command-line parser with every subcommand."""
     from .data.converters import CONVERTERS
+    from .data.validate import add_arguments as add_validate_arguments
     from .tiny_model import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="llamafactory-fea", description=__doc__)
@@ -43,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--arch", choices=ARCHITECTURES, default="qwen2_vl")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_make_tiny_model)
+
+    demo = commands.add_parser("demo", help="Run every Facial-R1 stage on the demo data with a tiny offline model.")
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.set_defaults(func=_demo)
 
     data = commands.add_parser("data", help="Convert and validate FEA datasets.").add_subparsers(
         dest="action", required=True
@@ -56,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     make_demo = data.add_parser("make-demo", help="Draw the embedded demo set (fea_demo, fea_demo_test); register it.")
     make_demo.add_argument("--output-dir", default="data_registry", help="Dataset folder (with dataset_info.json).")
     make_demo.set_defaults(func=_make_demo)
+    validate = data.add_parser("validate", help="Check registered FEA datasets row by row; exit 1 on any problem.")
+    add_validate_arguments(validate)
+    validate.set_defaults(func=_validate)
     return parser
 
 

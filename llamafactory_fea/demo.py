@@ -1,0 +1,147 @@
+r"""The embedded demo: every Facial-R1 stage, in sequence, on the demo data and a tiny offline model."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DATA_REGISTRY = ROOT / "data_registry"
+OFFLINE_ENV = {
+    "CUDA_VISIBLE_DEVICES": "",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_DISABLED": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+CPU_OVERRIDES = {
+    "dataset_dir": str(DATA_REGISTRY),
+    "deepspeed": "null",
+    "bf16": "false",
+    "trust_remote_code": "false",
+    "report_to": "none",
+    "preprocessing_num_workers": "1",
+    "dataloader_num_workers": "0",
+    "logging_steps": "1",
+    "save_steps": "1000",
+}
+
+
+@dataclass(frozen=True)
+class DemoStage:
+    r"""One stage of the demo: the example YAML it runs and the overrides that shrink it to CPU size."""
+
+    name: str
+    yaml: str
+    overrides: dict[str, str]
+
+
+def demo_stages(model: Path, output_dir: Path) -> list[DemoStage]:
+    r"""The demo's stages; each one starts from the adapter of the one before."""
+    sft, grpo = output_dir / "sft", output_dir / "grpo"
+    return [
+        DemoStage(
+            "stage 1: SFT",
+            "fea_sft.yaml",
+            {
+                "dataset": "fea_demo",
+                "num_train_epochs": "2",
+                "per_device_train_batch_size": "4",
+                "gradient_accumulation_steps": "1",
+                "output_dir": str(sft),
+            },
+        ),
+        DemoStage(
+            "stage 2: GRPO",
+            "fea_grpo.yaml",
+            {
+                "dataset": "fea_demo",
+                "adapter_name_or_path": str(sft),
+                "max_steps": "3",
+                "per_device_train_batch_size": "2",
+                "gradient_accumulation_steps": "1",
+                "num_generations": "2",
+                "max_completion_length": "32",
+                "output_dir": str(grpo),
+            },
+        ),
+        DemoStage(
+            "stage 3: synthesis",
+            "fea_synth.yaml",
+            {
+                "dataset": "fea_demo_test",
+                "adapter_name_or_path": str(grpo),
+                "output_dir": str(output_dir / "synth"),
+                "synth_dataset_dir": str(output_dir / "synth"),
+                "synth_max_retries": "1",
+                "max_new_tokens": "32",
+            },
+        ),
+    ]
+
+
+def _run_stage(stage: DemoStage, model: Path, log_path: Path) -> float:
+    r"""Run one stage through `llamafactory-cli train` with its log in a file; return its wall time."""
+    overrides = {**CPU_OVERRIDES, "model_name_or_path": str(model), **stage.overrides}
+    command = [str(Path(sys.executable).parent / "llamafactory-cli"), "train", str(EXAMPLES / stage.yaml)]
+    command += [f"{key}={value}" for key, value in overrides.items()]
+    print(f"[demo] {stage.name}: {' '.join(command[:3])} (+{len(overrides)} overrides), log in {log_path}", flush=True)
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        result = subprocess.run(
+            command, cwd=ROOT, env={**os.environ, **OFFLINE_ENV}, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    if result.returncode != 0:
+        tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-30:])
+        raise SystemExit(f"[demo] {stage.name} failed (exit {result.returncode}); last lines of {log_path}:\n{tail}")
+
+    return time.perf_counter() - start
+
+
+def _last_logs(output_dir: Path) -> dict[str, float]:
+    r"""The figures of the last training log line of a stage (loss, rewards), if it wrote any."""
+    log_file = output_dir / "trainer_log.jsonl"
+    if not log_file.exists():
+        return {}
+
+    lines = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {k: v for k, v in (lines[-1] if lines else {}).items() if isinstance(v, float) and k != "epoch"}
+
+
+def run_demo(output_dir: "str | Path" = "outputs/demo") -> int:
+    r"""Build the tiny model, run every stage whose example exists, print what was trained and where it went."""
+    from .tiny_model import make_tiny_model
+
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = output_dir / "tiny_qwen2_vl"
+    if not (model / "config.json").exists():
+        make_tiny_model(model, arch="qwen2_vl")
+
+    print(f"[demo] tiny offline Qwen2-VL at {model}; demo data in {DATA_REGISTRY}", flush=True)
+    summary, total = [], time.perf_counter()
+    for stage in demo_stages(model, output_dir):
+        if not (EXAMPLES / stage.yaml).exists():
+            summary.append(f"  {stage.name:<20} skipped: examples/{stage.yaml} does not exist yet")
+            continue
+
+        stage_dir = Path(stage.overrides["output_dir"])
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        seconds = _run_stage(stage, model, stage_dir / "run.log")
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in _last_logs(stage_dir).items())
+        summary.append(f"  {stage.name:<20} {seconds:6.1f} s  -> {stage_dir}  {figures}")
+
+    print(f"\n[demo] done in {time.perf_counter() - total:.1f} s on the demo data with the tiny model:", flush=True)
+    print("\n".join(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(*sys.argv[1:]))
