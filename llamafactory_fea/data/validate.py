@@ -1,0 +1,230 @@
+r"""Validate registered FEA datasets row by row; converters run the same checks on every row they write."""
+
+import argparse
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..fea.aus import AU_CATALOGUE, format_au
+from ..fea.emotions import EMOTIONS
+from ..fea.parsing import parse_completion
+from .records import DATASET_INFO, RecordError
+
+
+IMAGE_TOKEN = "<image>"
+
+
+def record_error(source: str, line: int | None, record_id: Any, reason: str) -> RecordError:
+    r"""A `RecordError` located as `file:line:id` (the id is left out when the record has none)."""
+    named = isinstance(record_id, (str, int)) and not isinstance(record_id, bool) and record_id != ""
+    where = f"{line}:{record_id}" if named else line
+    return RecordError(source, where, reason)
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    r"""Yield (line number, value) for each non-blank line of a JSONL file; a broken line's value is its error."""
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+
+            try:
+                yield line, json.loads(text)
+            except json.JSONDecodeError as error:
+                yield line, record_error(str(path), line, None, f"broken JSON ({error}): fix the line.")
+
+
+def image_problem(path: Path) -> str | None:
+    r"""Why an image file cannot be used (missing, not an image, corrupt or truncated), else None."""
+    if not path.is_file():
+        return f"image {path} does not exist: fix the image path or add the file."
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+
+        with Image.open(path) as image:
+            image.load()
+    except Exception as error:  # PIL raises several types for unreadable files
+        return f"image {path} cannot be read ({type(error).__name__}: {error}): replace it with a valid image file."
+
+    return None
+
+
+def _message_problems(messages: Any, images: Any) -> list[str]:
+    r"""Schema faults of the `messages` and `images` columns of a sharegpt row with one image."""
+    if not isinstance(messages, list) or len(messages) < 2 or not all(isinstance(m, dict) for m in messages):
+        return ["'messages' must be a list of at least two {role, content} objects: a user turn, then the assistant."]
+
+    roles = [message.get("role") for message in messages]
+    if roles != ["user", "assistant"] * (len(roles) // 2) or len(roles) % 2:
+        return [f"'messages' roles must alternate user, assistant and end with the assistant; got {roles}."]
+
+    if not all(isinstance(message.get("content"), str) for message in messages):
+        return ["every message needs a string 'content'."]
+
+    if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], str) or not images[0]:
+        return ["'images' must be a list with one image path."]
+
+    tokens = sum(message["content"].count(IMAGE_TOKEN) for message in messages)
+    if tokens != 1:
+        return [f"the user turn must hold exactly one {IMAGE_TOKEN} token for the one image; found {tokens}."]
+
+    return []
+
+
+def _label_problems(emotion: Any, aus: Any) -> list[str]:
+    r"""Faults of the `emotion` and `aus` label columns."""
+    problems = []
+    if emotion not in EMOTIONS:
+        problems.append(f"'emotion' must be a normalised emotion ({', '.join(EMOTIONS)}); got {emotion!r}.")
+
+    if not isinstance(aus, list) or not all(isinstance(au, int) and not isinstance(au, bool) for au in aus):
+        return [*problems, f"'aus' must be a list of AU numbers (ints), e.g. [1, 4]; got {aus!r}."]
+
+    unknown = [format_au(au) for au in aus if au not in AU_CATALOGUE]
+    if unknown:
+        problems.append(f"{', '.join(unknown)} not in the AU catalogue: use catalogue AUs only.")
+
+    if aus != sorted(set(aus)):
+        problems.append(f"'aus' must be sorted without repeats; got {aus}, expected {sorted(set(aus))}.")
+
+    return problems
+
+
+def _target_problems(target: str, emotion: Any, aus: list[int]) -> list[str]:
+    r"""Faults of the assistant target: it must parse cleanly, answer the label and name exactly the labelled AUs."""
+    parsed = parse_completion(target)
+    problems = [f"assistant target: {problem}" for problem in parsed.problems]
+    if parsed.emotion is not None and parsed.emotion != emotion:
+        problems.append(f"the target answers {parsed.emotion!r} but the label is {emotion!r}: make them agree.")
+
+    if parsed.aus and parsed.aus != set(aus):
+        named, labelled = sorted(parsed.aus), sorted(aus)
+        problems.append(
+            f"the reasoning names {', '.join(map(format_au, named))} but the labels are "
+            f"{', '.join(map(format_au, labelled)) or 'none'}: the reasoning must name exactly the labelled AUs."
+        )
+
+    return problems
+
+
+def row_problems(row: Any, media_dir: "str | Path") -> list[str]:
+    r"""Every fault of one FEA row: schema, image, labels and assistant target (duplicate ids are `RowChecker`'s)."""
+    if not isinstance(row, dict):
+        return [f"a row must be a JSON object; got {type(row).__name__}."]
+
+    if not isinstance(row.get("id"), str) or not row["id"]:
+        return ["'id' must be a non-empty string."]
+
+    problems = _message_problems(row.get("messages"), row.get("images"))
+    if problems:
+        return problems
+
+    problem = image_problem(Path(media_dir) / row["images"][0])
+    problems = [problem] if problem else []
+    problems += _label_problems(row.get("emotion"), row.get("aus"))
+    if not problems:
+        problems += _target_problems(row["messages"][-1]["content"], row["emotion"], row["aus"])
+
+    return problems
+
+
+@dataclass
+class RowChecker:
+    r"""Checks rows one by one (`row_problems`) and remembers every id to catch duplicates across files."""
+
+    media_dir: Path
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def check(self, row: Any, source: str, line: int) -> list[RecordError]:
+        r"""The row's faults as errors located at `source:line:id`; its id is remembered."""
+        record_id = row.get("id") if isinstance(row, dict) else None
+        reasons = row_problems(row, self.media_dir)
+        if isinstance(record_id, str) and record_id in self.seen:
+            reasons.append(
+                f"duplicate id {record_id!r} (first at {self.seen[record_id]}): give each record its own id."
+            )
+        elif isinstance(record_id, str):
+            self.seen[record_id] = f"{source}:{line}"
+
+        return [record_error(source, line, record_id, reason) for reason in reasons]
+
+
+@dataclass
+class FileReport:
+    r"""The validation result of one dataset file: rows read, rows valid, and each fault with its location."""
+
+    dataset: str
+    path: str
+    rows: int = 0
+    valid: int = 0
+    problems: list[RecordError] = field(default_factory=list)
+
+    def summary(self) -> str:
+        r"""One line of counts, then every fault."""
+        lines = [f"{self.dataset} ({self.path}): {self.rows} rows, {self.valid} valid, {len(self.problems)} problems."]
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def validate_file(dataset: str, path: Path, checker: RowChecker) -> FileReport:
+    r"""Validate every line of a JSONL dataset file."""
+    report = FileReport(dataset, str(path))
+    if not path.is_file():
+        report.problems.append(RecordError(str(path), None, "file not found: convert the dataset or fix 'file_name'."))
+        return report
+
+    for line, row in json_lines(path):
+        report.rows += 1
+        errors = [row] if isinstance(row, RecordError) else checker.check(row, str(path), line)
+        report.problems += errors
+        report.valid += not errors
+
+    return report
+
+
+def validate_datasets(
+    dataset_dir: "str | Path", datasets: list[str], media_dir: "str | Path | None" = None
+) -> list[FileReport]:
+    r"""Validate registered datasets of `dataset_dir/dataset_info.json`; ids must be unique across all of them."""
+    dataset_dir = Path(dataset_dir)
+    info_path = dataset_dir / DATASET_INFO
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    checker = RowChecker(Path(media_dir) if media_dir is not None else dataset_dir)
+    reports = []
+    for dataset in datasets:
+        if dataset not in info or "file_name" not in info[dataset]:
+            report = FileReport(dataset, str(info_path))
+            known = ", ".join(sorted(info)) or "none"
+            report.problems.append(
+                RecordError(str(info_path), None, f"dataset {dataset!r} is not registered (known: {known}).")
+            )
+            reports.append(report)
+            continue
+
+        reports.append(validate_file(dataset, dataset_dir / info[dataset]["file_name"], checker))
+
+    return reports
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    r"""The options of `llamafactory-fea data validate`."""
+    parser.add_argument("--dataset-dir", default="data_registry", help="Folder with dataset_info.json.")
+    parser.add_argument(
+        "--dataset", action="append", required=True, help="Registered dataset name; repeat for several."
+    )
+    parser.add_argument("--media-dir", default=None, help="Folder image paths are relative to (default: dataset dir).")
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""Print each file's counts and every fault; return 1 if any fault was found, else 0."""
+    reports = validate_datasets(args.dataset_dir, args.dataset, args.media_dir)
+    for report in reports:
+        print(report.summary())
+
+    return 1 if any(report.problems for report in reports) else 0
