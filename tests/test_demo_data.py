@@ -2,6 +2,7 @@ r"""The embedded demo set: regenerated it equals what is committed, every row va
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,31 +118,41 @@ def test_make_demo_cli(tmp_path: Path) -> None:
     assert (tmp_path / TRAIN_FILE).read_bytes() == (DATA_REGISTRY / TRAIN_FILE).read_bytes()
 
 
-def test_fea_demo_loads_in_llamafactory(tiny_model: Path, tmp_path: Path) -> None:
+def load_sft_dataset(model: Path, dataset_dir: Path, dataset: str, output_dir: Path) -> tuple[Any, Any]:
+    r"""Load a registered dataset through LLaMA-Factory's SFT pipeline; return the train split and the tokenizer."""
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
     model_args, data_args, training_args, _, _ = get_train_args(
         dict(
-            model_name_or_path=str(tiny_model),
+            model_name_or_path=str(model),
             stage="sft",
             do_train=True,
             finetuning_type="lora",
-            dataset="fea_demo",
-            dataset_dir=str(DATA_REGISTRY),
+            dataset=dataset,
+            dataset_dir=str(dataset_dir),
             template="qwen2_vl",
             cutoff_len=2048,
-            output_dir=str(tmp_path / "out"),
+            output_dir=str(output_dir),
             overwrite_cache=True,
             report_to="none",
         )
     )
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-    dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
-    train = dataset["train_dataset"]
-    assert len(train) == 22
-    image_pad = tokenizer_module["tokenizer"].convert_tokens_to_ids("<|image_pad|>")
+    dataset_module = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+    return dataset_module["train_dataset"], tokenizer_module["tokenizer"]
+
+
+def assert_trainable(train: Any, tokenizer: Any) -> None:
+    r"""Every row holds the image's tokens and a supervised assistant target."""
+    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert all(image_pad in row["input_ids"] for row in train)
     assert all(any(label != -100 for label in row["labels"]) for row in train)
+
+
+def test_fea_demo_loads_in_llamafactory(tiny_model: Path, tmp_path: Path) -> None:
+    train, tokenizer = load_sft_dataset(tiny_model, DATA_REGISTRY, "fea_demo", tmp_path / "out")
+    assert len(train) == 22
+    assert_trainable(train, tokenizer)

@@ -15,6 +15,7 @@ from llamafactory_fea.fea import parse_completion
 from llamafactory_fea.fea.prompts import FEAPrompts
 
 from .conftest import run_cli
+from .test_demo_data import assert_trainable, load_sft_dataset
 
 
 def make_record(record_id: str = "r1", **fields: Any) -> dict[str, Any]:
@@ -90,6 +91,19 @@ def test_good_records_convert_and_validate(src: Path, tmp_path: Path) -> None:
     assert info["fea20k_test"]["file_name"] == "fea20k/test.jsonl"
     reports = validate_datasets(registry, ["fea20k_train", "fea20k_test"])
     assert [(r.rows, r.valid, r.problems) for r in reports] == [(2, 2, []), (1, 1, [])]
+
+
+def test_converted_rows_load_in_llamafactory(src: Path, tmp_path: Path, tiny_model: Path) -> None:
+    (src / "registry" / "faces").mkdir(parents=True)
+    Image.new("RGB", (48, 48), (230, 190, 160)).save(src / "registry" / "faces" / "inside.png")
+    records = [make_record("outside"), make_record("inside", image="registry/faces/inside.png")]
+    report = convert(src / "registry", "--train", str(write_lines(src / "train.jsonl", records)))
+    assert report.written == {"train": 2}
+    images = [row["images"][0] for row in read_rows(src / "registry" / "fea20k" / "train.jsonl")]
+    assert images == [str(src / "images" / "face.png"), "faces/inside.png"]  # absolute outside, relative inside
+    train, tokenizer = load_sft_dataset(tiny_model, src / "registry", "fea20k_train", tmp_path / "out")
+    assert len(train) == 2
+    assert_trainable(train, tokenizer)
 
 
 def test_images_under_the_dataset_dir_are_relative(src: Path) -> None:
