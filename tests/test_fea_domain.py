@@ -1,0 +1,158 @@
+r"""The FEA domain: emotion normalisation, the AU catalogue, the completion parser and the prompts."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llamafactory_fea.fea import (
+    AU_CATALOGUE,
+    EMOTIONS,
+    LABEL_SPACES,
+    FEAPrompts,
+    UnknownAUError,
+    UnknownEmotionError,
+    normalize_emotion,
+    parse_au,
+    parse_completion,
+    try_normalize_emotion,
+)
+from llamafactory_fea.fea.aus import EMOTION_PROTOTYPES, supports_emotion
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("Angry", "anger"),
+        (" happy ", "happiness"),
+        ("SADNESS", "sadness"),
+        ("surprised.", "surprise"),
+        ("afraid", "fear"),
+    ],
+)
+def test_emotion_words_normalise_to_nouns(word: str, expected: str):
+    assert normalize_emotion(word) == expected
+
+
+def test_unknown_emotion_is_refused_with_the_label_set():
+    with pytest.raises(UnknownEmotionError, match="unknown emotion 'bored'.*anger"):
+        normalize_emotion("bored")
+
+    assert try_normalize_emotion("bored") is None
+
+
+def test_label_spaces_follow_the_datasets():
+    assert "contempt" in LABEL_SPACES["affectnet"]
+    assert "contempt" not in LABEL_SPACES["rafdb"]
+    assert "neutral" not in LABEL_SPACES["raf_au"]
+    with pytest.raises(UnknownEmotionError, match="not in this label space"):
+        normalize_emotion("neutral", LABEL_SPACES["raf_au"])
+
+
+def test_au_catalogue_is_the_prompt_catalogue():
+    expected = [1, 2, 4, 5, 6, 7, 9, 10, *range(11, 21), *range(22, 33), 43]
+    assert list(AU_CATALOGUE) == expected
+    assert len(AU_CATALOGUE) == 30
+    assert AU_CATALOGUE[4].name == "brow lowerer"
+    assert AU_CATALOGUE[12].name == "lip corner puller"
+    assert AU_CATALOGUE[43].region == "eye"
+    assert all(set(prototype) <= set(AU_CATALOGUE) for prototype in EMOTION_PROTOTYPES.values())
+    assert set(EMOTION_PROTOTYPES) == set(EMOTIONS)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(4, 4), ("4", 4), ("AU4", 4), ("au04", 4), (" AU 43 ", 43)])
+def test_au_spellings_parse(value, expected: int):
+    assert parse_au(value) == expected
+
+
+@pytest.mark.parametrize("value", ["AU3", 21, "AU44", "brow", "AU", ""])
+def test_au_outside_the_catalogue_is_refused(value):
+    with pytest.raises(UnknownAUError):
+        parse_au(value)
+
+
+def test_parser_reads_a_good_completion():
+    text = "<think>The inner brows are raised (AU1) and the lip corners are pulled down (AU15).</think><answer>sadness</answer>"
+    parsed = parse_completion(text)
+    assert parsed.ok
+    assert parsed.well_formed
+    assert parsed.structured
+    assert parsed.emotion == "sadness"
+    assert parsed.aus == frozenset({1, 15})
+    assert parsed.reasoning.startswith("The inner brows")
+    assert parsed.feedback() == ""
+
+
+def test_parser_accepts_chat_messages():
+    messages = [
+        {
+            "role": "assistant",
+            "content": "<think>Cheeks raised (AU6), lips pulled (AU12).</think><answer>happy</answer>",
+        }
+    ]
+    parsed = parse_completion(messages)
+    assert parsed.emotion == "happiness"
+    assert parsed.aus == frozenset({6, 12})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("sadness", "inside <think>"),
+        ("<think>Brows lowered (AU4) and pressed lips.</think>", "inside <answer>"),
+        ("<think>Brows lowered (AU4) a lot.</think><answer></answer>", "answer is empty"),
+        ("<think></think><answer>anger</answer>", "reasoning is empty"),
+        ("<think>Brows lowered (AU4) a lot.</think><answer>anger or sadness</answer>", "several emotions"),
+        ("<think>Brows lowered (AU4) a lot.</think><answer>the face is angry</answer>", "exactly one emotion word"),
+        ("<think>The face looks tense overall.</think><answer>anger</answer>", "names no action unit"),
+        ("<think>Brows lowered (AU3) a lot.</think><answer>anger</answer>", "AU3 not in the AU catalogue"),
+        ("<think>AU4 AU7</think><answer>anger</answer>", "only lists action units"),
+        ("<think>Brows lowered (AU4) a lot.</think><answer>anger</answer> Bye", "after </answer>"),
+        ("<think>Brows lowered (AU4) a lot.</think><answer>x</answer><answer>anger</answer>", "exactly one <answer>"),
+        ("<think>Brows <answer>anger</answer> lowered (AU4) a lot.</think>", "no tag inside another"),
+        ("<answer>anger</answer><think>Brows lowered (AU4) a lot.</think>", "first"),
+    ],
+)
+def test_parser_names_what_is_wrong(text: str, problem: str):
+    parsed = parse_completion(text)
+    assert not parsed.ok
+    assert problem in parsed.feedback()
+
+
+def test_reference_format_and_parser_disagree_on_trailing_tags():
+    parsed = parse_completion("<think>Brows lowered (AU4) a lot.</think><answer>x</answer><answer>anger</answer>")
+    assert parsed.well_formed  # the reference's lazy regex still matches
+    assert not parsed.structured
+    assert parsed.emotion == "anger"  # the last answer, as the reference reads it
+
+
+def test_supports_emotion_uses_prototypes():
+    assert supports_emotion(frozenset({6, 12}), "happiness")
+    assert not supports_emotion(frozenset({6, 12}), "sadness")
+    assert supports_emotion(frozenset(), "neutral")
+    assert not supports_emotion(frozenset({1, 2, 5}), "neutral")
+
+
+def test_prompts_carry_catalogue_labels_and_hints(tmp_path: Path):
+    prompts = FEAPrompts()
+    question = prompts.question()
+    assert "AU43 eyes closed" in question
+    assert "<answer>" in question
+    assert "contempt" not in question
+    assert "contempt" in prompts.question(EMOTIONS)
+    guided = prompts.guided("sadness", [15, 1])
+    assert guided.startswith(question)
+    assert "AU1 inner brow raiser, AU15 lip corner depressor" in guided
+    retry = prompts.retry(guided, "<answer>anger</answer>", "The reasoning is empty.")
+    assert "The reasoning is empty." in retry
+    assert "<answer>anger</answer>" in retry
+
+    custom = tmp_path / "prompts.json"
+    custom.write_text(json.dumps({"question_template": "Emotion? {emotions}"}), encoding="utf-8")
+    assert (
+        FEAPrompts.from_file(custom).question()
+        == "Emotion? anger, disgust, fear, happiness, neutral, sadness, surprise"
+    )
+    custom.write_text(json.dumps({"questions": "x"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown prompt keys"):
+        FEAPrompts.from_file(custom)
