@@ -52,6 +52,7 @@ def demo_stages(model: Path, output_dir: Path) -> list[DemoStage]:
             {
                 "dataset": "fea_demo",
                 "num_train_epochs": "2",
+                "learning_rate": "1e-3",
                 "per_device_train_batch_size": "4",
                 "gradient_accumulation_steps": "1",
                 "output_dir": str(sft),
@@ -105,14 +106,20 @@ def _run_stage(stage: DemoStage, model: Path, log_path: Path) -> float:
     return time.perf_counter() - start
 
 
-def _last_logs(output_dir: Path) -> dict[str, float]:
-    r"""The figures of the last training log line of a stage (loss, rewards), if it wrote any."""
+def _figures(output_dir: Path) -> str:
+    r"""The loss (first -> last) and the last logged rewards of a stage, from its `trainer_log.jsonl`."""
     log_file = output_dir / "trainer_log.jsonl"
     if not log_file.exists():
-        return {}
+        return ""
 
-    lines = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {k: v for k, v in (lines[-1] if lines else {}).items() if isinstance(v, float) and k != "epoch"}
+    logs = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    logs = [log for log in logs if "loss" in log]
+    if not logs:
+        return ""
+
+    figures = [f"loss {logs[0]['loss']:.4g} -> {logs[-1]['loss']:.4g}"]
+    figures += [f"{key} {value:.3g}" for key, value in logs[-1].items() if key.startswith("reward")]
+    return ", ".join(figures)
 
 
 def run_demo(output_dir: "str | Path" = "outputs/demo") -> int:
@@ -135,8 +142,7 @@ def run_demo(output_dir: "str | Path" = "outputs/demo") -> int:
         stage_dir = Path(stage.overrides["output_dir"])
         stage_dir.mkdir(parents=True, exist_ok=True)
         seconds = _run_stage(stage, model, stage_dir / "run.log")
-        figures = ", ".join(f"{k} {v:.4g}" for k, v in _last_logs(stage_dir).items())
-        summary.append(f"  {stage.name:<20} {seconds:6.1f} s  -> {stage_dir}  {figures}")
+        summary.append(f"  {stage.name:<20} {seconds:6.1f} s  -> {stage_dir}  {_figures(stage_dir)}")
 
     print(f"\n[demo] done in {time.perf_counter() - total:.1f} s on the demo data with the tiny model:", flush=True)
     print("\n".join(summary), flush=True)
