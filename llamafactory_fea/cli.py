@@ -27,6 +27,12 @@ def _convert(args: argparse.Namespace) -> int:
     return 0 if report.written else 1
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .eval.runner import run_eval
+
+    return run_eval(args)
+
+
 def _make_demo(args: argparse.Namespace) -> int:
     from .data.demo import make_demo
 
@@ -46,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     r"""The command-line parser with every subcommand."""
     from .data.converters import CONVERTERS
     from .data.validate import add_arguments as add_validate_arguments
+    from .eval.runner import add_eval_arguments
     from .tiny_model import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="llamafactory-fea", description=__doc__)
@@ -76,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = data.add_parser("validate", help="Check registered FEA datasets row by row; exit 1 on any problem.")
     add_validate_arguments(validate)
     validate.set_defaults(func=_validate)
+    evaluate = commands.add_parser("eval", help="Score predictions on a benchmark; write JSON, Markdown, PNG reports.")
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=_eval)
     return parser
 
 

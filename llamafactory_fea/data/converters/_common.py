@@ -1,0 +1,224 @@
+r"""Helpers shared by the benchmark converters: record checks, image checks, splits, outputs and their report."""
+
+import argparse
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...fea.aus import AU_CATALOGUE, UnknownAUError, parse_au
+from ...fea.emotions import LABEL_SPACES
+from ...fea.prompts import FEAPrompts
+from ..convert import ConversionReport, Converter, register_converter
+from ..records import FEARecord, RecordError, register_dataset, write_jsonl
+from ..validate import image_problem
+
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+
+DEFAULT_DATASET_DIR = "data_registry"
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass
+class BenchmarkReport(ConversionReport):
+    r"""A conversion report that also counts records left out by a documented rule and a fatal layout error."""
+
+    excluded: Counter = field(default_factory=Counter)
+    dropped_aus: Counter = field(default_factory=Counter)
+    fatal: str | None = None
+
+    def exclude(self, reason: str) -> None:
+        r"""Count a record left out by the dataset's documented rule (not an error), e.g. AffectNet's 'non-face'."""
+        self.excluded[reason] += 1
+
+    def summary(self) -> str:
+        r"""The base summary plus the excluded counts, the AUs removed from labels and the fatal error."""
+        lines = [super().summary()]
+        lines += [f"  excluded {count} by rule: {reason}" for reason, count in sorted(self.excluded.items())]
+        lines += [
+            f"  removed AU{au} from {count} label sets: not in the AU catalogue"
+            for au, count in sorted(self.dropped_aus.items())
+        ]
+        if self.fatal:
+            lines.append(f"  failed: {self.fatal}")
+
+        return "\n".join(lines)
+
+
+def check_image(path: Path, source: str, where: "int | str | None", verify: bool = True) -> None:
+    r"""Raise `RecordError` if the image is missing or (with `verify`) cannot be decoded (`validate.image_problem`)."""
+    if not path.is_file():
+        raise RecordError(source, where, f"image {path} does not exist: check the layout in docs/benchmarks.md.")
+
+    problem = image_problem(path) if verify else None
+    if problem:
+        raise RecordError(source, where, problem)
+
+
+def image_reference(path: Path, dataset_dir: Path) -> str:
+    r"""The image path written in a row: relative to the dataset folder when inside it, else absolute."""
+    path, dataset_dir = path.resolve(), dataset_dir.resolve()
+    try:
+        return path.relative_to(dataset_dir).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def save_png_atomic(image: "PILImage", path: Path) -> None:
+    r"""Save a PNG atomically (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parse_au_labels(
+    tokens: Iterable[str], source: str, where: "int | str", report: BenchmarkReport, strict: bool = False
+) -> list[int]:
+    r"""Parse AU tokens ("4", "AU4", "L12", "R2"); AUs outside the catalogue are removed and counted (or rejected)."""
+    aus = set()
+    for token in tokens:
+        text = token.strip().upper()
+        if not text:
+            continue
+
+        if text[0] in "LR" and text[1:].isdigit():  # RAF-AU codes one-sided AUs as L12 / R12
+            text = text[1:]
+
+        try:
+            aus.add(parse_au(text))
+        except UnknownAUError as error:
+            number = text.removeprefix("AU")
+            if not number.isdigit():
+                raise RecordError(source, where, f"{token!r} is not an AU code: write it as 4, AU4 or L4.") from None
+
+            if strict:
+                raise RecordError(source, where, str(error)) from None
+
+            report.dropped_aus[int(number)] += 1
+
+    return sorted(aus)
+
+
+def check_aus(aus: Iterable[int], source: str, where: "int | str") -> list[int]:
+    r"""Raise `RecordError` if an AU is outside the catalogue; return the AUs sorted."""
+    unknown = sorted(au for au in set(aus) if au not in AU_CATALOGUE)
+    if unknown:
+        raise RecordError(source, where, f"AU{unknown[0]} is not in the AU catalogue.")
+
+    return sorted(set(aus))
+
+
+def hash_split(key: str, test_fraction: float, seed: int = 0) -> str:
+    r"""A deterministic split for datasets without an official one: 'test' for about `test_fraction` of keys."""
+    digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+
+
+def question(source: str) -> str:
+    r"""The FEA question with the label space of the source dataset."""
+    return FEAPrompts().question(LABEL_SPACES.get(source, LABEL_SPACES["fea20k"]))
+
+
+def write_splits(
+    source: str,
+    dataset_dir: Path,
+    splits: dict[str, list[FEARecord]],
+    report: BenchmarkReport,
+    allow_rejects: bool = False,
+) -> BenchmarkReport:
+    r"""Refuse duplicate ids; unless a record was rejected, write `<source>/<split>.jsonl` and register `<source>_<split>`.
+
+    As for FEA-20K, a rejected record stops the writing (previous outputs stay) unless `allow_rejects` is given.
+    """
+    seen: dict[str, str] = {}
+    for split, records in splits.items():
+        kept = []
+        for record in records:
+            if record.id in seen:
+                report.reject(RecordError(source, record.id, f"duplicate id (first in split {seen[record.id]})."))
+                continue
+
+            seen[record.id] = split
+            kept.append(record)
+
+        records[:] = kept
+
+    if report.rejected and not allow_rejects:
+        report.fatal = "nothing written: fix the records above, or pass --allow-rejects to write the good ones."
+        return report
+
+    if not any(splits.values()):
+        report.fatal = "nothing written: no record could be converted."
+        return report
+
+    for split, records in splits.items():
+        if not records:
+            continue
+
+        name, file_name = f"{source}_{split}", f"{source}/{split}.jsonl"
+        report.written[split] = write_jsonl(dataset_dir / file_name, (record.to_row() for record in records))
+        register_dataset(dataset_dir, name, file_name)
+        report.registered.append(name)
+
+    return report
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, source_help: str) -> None:
+    r"""The arguments every benchmark converter takes: the source folder, the dataset folder, the image check."""
+    parser.add_argument("source_dir", help=source_help)
+    parser.add_argument(
+        "--dataset-dir",
+        default=DEFAULT_DATASET_DIR,
+        help="LLaMA-Factory dataset folder: JSONL files go to <dir>/<source>/, entries to <dir>/dataset_info.json.",
+    )
+    parser.add_argument(
+        "--no-verify-images",
+        dest="verify_images",
+        action="store_false",
+        help="Only check that each image exists instead of decoding it (faster on large sets).",
+    )
+    parser.add_argument(
+        "--allow-rejects", action="store_true", help="Write the good records even if some are rejected (exit 0)."
+    )
+
+
+def make_converter(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    convert: Callable[[argparse.Namespace, BenchmarkReport], dict[str, list[FEARecord]]],
+) -> Converter:
+    r"""Register a benchmark converter whose `convert` reads records; this wrapper writes, registers and reports."""
+
+    def run(args: argparse.Namespace) -> ConversionReport:
+        report = BenchmarkReport(source=name)
+        try:
+            splits = convert(args, report)
+        except (RecordError, FileNotFoundError, NotADirectoryError) as error:
+            report.fatal = str(error)
+            return report
+
+        return write_splits(name, Path(args.dataset_dir), splits, report, args.allow_rejects)
+
+    return register_converter(Converter(name=name, help=help, add_arguments=add_arguments, run=run))
+
+
+def require(path: Path, what: str, source: str) -> Path:
+    r"""Return `path` if it exists, else raise `RecordError` saying which file of the layout is missing."""
+    if not path.exists():
+        raise RecordError(source, None, f"{what} not found at {path}; see docs/benchmarks.md for the layout.")
+
+    return path

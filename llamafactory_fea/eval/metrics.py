@@ -1,0 +1,190 @@
+r"""The paper's metrics over scored samples, computed with scikit-learn and rouge-score."""
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rouge_score import rouge_scorer
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+)
+
+from ..fea.aus import format_au, supports_emotion
+from .benchmarks import FABA_REGE_AUS
+from .predictions import EvalSample
+
+
+NO_ANSWER, OTHER = "(no answer)", "(other)"
+TAGS = re.compile(r"</?(think|answer)>")
+
+
+def predicted_emotion(sample: EvalSample, classes: Sequence[str]) -> str:
+    r"""The predicted class: the parsed emotion, OTHER for an emotion outside the classes, NO_ANSWER if none."""
+    emotion = sample.parsed.emotion
+    if emotion is None:
+        return NO_ANSWER
+
+    return emotion if emotion in classes else OTHER
+
+
+def emotion_metrics(samples: Sequence[EvalSample], label_space: Sequence[str]) -> dict[str, Any] | None:
+    r"""Accuracy, macro-F1 and UAR over the classes that occur in the labels, per-class scores, confusion matrix."""
+    scored = [sample for sample in samples if sample.emotion is not None]
+    if not scored:
+        return None
+
+    y_true = [sample.emotion for sample in scored]
+    rows = list(label_space) + sorted(set(y_true) - set(label_space))
+    classes = [emotion for emotion in rows if emotion in set(y_true)]
+    y_pred = [predicted_emotion(sample, rows) for sample in scored]
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    columns = [*rows, OTHER, NO_ANSWER]
+    return {
+        "samples": len(scored),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "uar": float(recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "answered": sum(prediction != NO_ANSWER for prediction in y_pred),
+        "per_class": {
+            emotion: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for emotion, p, r, f, s in zip(classes, precision, recall, f1, support)
+        },
+        "confusion": {
+            "rows": rows,
+            "columns": columns,
+            "matrix": confusion_matrix(y_true, y_pred, labels=columns)[: len(rows)].tolist(),
+        },
+    }
+
+
+def _binary(sets: Sequence[frozenset[int]], classes: Sequence[int]) -> np.ndarray:
+    r"""A samples x classes 0/1 matrix of AU sets (AUs outside the classes are ignored)."""
+    return np.array([[int(au in aus) for au in classes] for aus in sets], dtype=int).reshape(len(sets), len(classes))
+
+
+def per_column_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Binary precision, recall and F1 of each column (each AU), zero where undefined."""
+    scores = [
+        precision_recall_fscore_support(y_true[:, i], y_pred[:, i], average="binary", zero_division=0)[:3]
+        for i in range(y_true.shape[1])
+    ]
+    return tuple(np.array([score[k] for score in scores], dtype=float) for k in range(3))
+
+
+def au_metrics(samples: Sequence[EvalSample], coded: Sequence[int] | None = None) -> dict[str, Any] | None:
+    r"""Per-AU F1, macro-F1 over AUs with positives (the paper's), micro-F1, and AUs claimed but not labelled."""
+    scored = [sample for sample in samples if sample.au_labelled]
+    if not scored:
+        return None
+
+    classes = list(coded) if coded else sorted(set().union(*(sample.aus for sample in scored)))
+    y_true = _binary([sample.aus for sample in scored], classes)
+    y_pred = _binary([sample.parsed.aus for sample in scored], classes)
+    positives = y_true.sum(axis=0)
+    precision, recall, f1 = per_column_scores(y_true, y_pred)
+    micro = float(f1_score(y_true.ravel(), y_pred.ravel(), zero_division=0)) if classes else None
+    claimed = sum(len(sample.parsed.aus) for sample in scored)
+    unlabelled = sum(len(sample.parsed.aus - sample.aus) for sample in scored)
+    return {
+        "samples": len(scored),
+        "classes": [format_au(au) for au in classes],
+        "macro_f1": float(f1[positives > 0].mean()) if (positives > 0).any() else None,
+        "micro_f1": micro,
+        "aus_with_positives": int((positives > 0).sum()),
+        "per_au": {
+            format_au(au): {
+                "f1": float(f1[i]),
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "positives": int(positives[i]),
+                "predicted": int(y_pred[:, i].sum()),
+            }
+            for i, au in enumerate(classes)
+        },
+        "claimed": claimed,
+        "claimed_not_labelled": unlabelled,
+        "claimed_not_labelled_rate": unlabelled / claimed if claimed else None,
+        "claimed_outside_coded": sum(len(sample.parsed.aus - set(classes)) for sample in scored) if coded else None,
+    }
+
+
+def reasoning_text(sample: EvalSample) -> str:
+    r"""The reasoning to score: the `<think>` text, or the whole completion without tags if it has no such block."""
+    if sample.parsed.reasoning is not None:
+        return sample.parsed.reasoning
+
+    return TAGS.sub(" ", sample.completion).strip()
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str], stemmer: bool = True) -> float | None:
+    r"""Mean ROUGE-L F-measure (rouge-score; Porter stemming unless `stemmer` is False), None without pairs."""
+    if not references:
+        return None
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
+    scores = [
+        scorer.score(reference, prediction)["rougeL"].fmeasure
+        for prediction, reference in zip(predictions, references)
+    ]
+    return float(np.mean(scores))
+
+
+def reasoning_metrics(samples: Sequence[EvalSample]) -> dict[str, Any] | None:
+    r"""ROUGE-L (stemmed) of the reasoning, and of the whole completion (as Facial-R1's script), vs the reference."""
+    referenced = [sample for sample in samples if sample.reference]
+    if not referenced:
+        return None
+
+    references = [sample.reference for sample in referenced]
+    return {
+        "samples": len(referenced),
+        "rouge_l": rouge_l([reasoning_text(sample) for sample in referenced], references),
+        "rouge_l_full_completion": rouge_l([sample.completion for sample in referenced], references),
+    }
+
+
+def support_rate(samples: Sequence[EvalSample]) -> dict[str, Any]:
+    r"""Share of answers whose reasoning's AUs support the answered emotion (`supports_emotion`)."""
+    answered = [sample for sample in samples if sample.parsed.emotion is not None]
+    supported = sum(supports_emotion(sample.parsed.aus, sample.parsed.emotion) for sample in answered)
+    return {"answered": len(answered), "supported": supported, "rate": supported / len(answered) if answered else None}
+
+
+def format_rate(samples: Sequence[EvalSample]) -> float:
+    r"""Share of completions matching the reference's format check `<think>...</think>\s*<answer>...</answer>`."""
+    return sum(sample.parsed.well_formed for sample in samples) / len(samples)
+
+
+def rege(samples: Sequence[EvalSample]) -> dict[str, Any]:
+    r"""FABA-Bench's REGE = S_re + S_ge (percent points, 0-200), per task, as in the EmoLA evaluation code.
+
+    Emotion: S_re is the accuracy, S_ge the mean ROUGE-L F of the reasoning vs `reference_emotion`. AU: S_re is the
+    F1 averaged over EmoLA's 12 AUs (an AU without positives scores 0), S_ge the ROUGE-L vs `reference_au`. EmoLA used
+    the `rouge` package (no stemming); rouge-score without stemming stands in for it.
+    """
+    result: dict[str, Any] = {}
+    emotion = [sample for sample in samples if sample.emotion is not None and "reference_emotion" in sample.references]
+    if emotion:
+        s_re = 100 * float(np.mean([sample.parsed.emotion == sample.emotion for sample in emotion]))
+        s_ge = 100 * rouge_l(
+            [reasoning_text(s) for s in emotion], [s.references["reference_emotion"] for s in emotion], stemmer=False
+        )
+        result["emotion"] = {"samples": len(emotion), "s_re": s_re, "s_ge": s_ge, "rege": s_re + s_ge}
+
+    au = [sample for sample in samples if sample.au_labelled and "reference_au" in sample.references]
+    if au:
+        _, _, f1 = per_column_scores(
+            _binary([s.aus for s in au], FABA_REGE_AUS), _binary([s.parsed.aus for s in au], FABA_REGE_AUS)
+        )
+        s_re = 100 * float(np.mean(f1))
+        s_ge = 100 * rouge_l(
+            [reasoning_text(s) for s in au], [s.references["reference_au"] for s in au], stemmer=False
+        )
+        result["au"] = {"samples": len(au), "s_re": s_re, "s_ge": s_ge, "rege": s_re + s_ge}
+
+    return result

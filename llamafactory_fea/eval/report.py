@@ -1,0 +1,265 @@
+r"""Reports of an evaluation: JSON for machines, Markdown laid out like the paper's tables, PNG plots (Agg)."""
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..data.records import atomic_write_text
+from .benchmarks import BENCHMARKS, TABLES
+
+
+THIS_RUN = "This run"
+METRIC_OF_TABLE: dict[str, tuple[tuple[str, str, float], ...]] = {  # table -> (paper key, label, scale)
+    "au": (("au_f1", "AU F1 (%)", 100.0),),
+    "emotion": (("accuracy", "Accuracy (%)", 100.0),),
+    "reasoning": (("rouge_l", "ROUGE-L (%)", 100.0), ("judge_score", "Judge (1-10)", 1.0)),
+}
+TABLE_TITLES: dict[str, str] = {
+    "au": "AU recognition: F1 (%), macro over AUs with positives",
+    "emotion": "Emotion recognition: accuracy (%)",
+    "reasoning": "Emotion reasoning on FEA-20K",
+}
+
+
+def atomic_write_bytes(path: "str | Path", data: bytes) -> None:
+    r"""Write a binary file atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def headline(results: dict[str, Any]) -> dict[str, float | None]:
+    r"""This run's numbers under the paper's keys: au_f1, accuracy, rouge_l (fractions) and judge_score (1-10)."""
+    au, emotion = results.get("au") or {}, results.get("emotion") or {}
+    reasoning, judge = results.get("reasoning") or {}, results.get("judge") or {}
+    return {
+        "au_f1": au.get("macro_f1"),
+        "accuracy": emotion.get("accuracy"),
+        "rouge_l": reasoning.get("rouge_l"),
+        "judge_score": judge.get("mean"),
+    }
+
+
+def _number(value: float | None, scale: float = 100.0) -> str:
+    if value is None:
+        return "–"
+
+    return f"{value * scale:.1f}" if scale != 1.0 else f"{value:.2f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = [f"| {' | '.join(headers)} |", f"|{'|'.join(['---'] * len(headers))}|"]
+    return lines + [f"| {' | '.join(row)} |" for row in rows]
+
+
+def _paper_value(benchmark: str, method: str, key: str, scale: float) -> str:
+    r"""A published number as printed (stored already in percent, the judge on 1-10)."""
+    value = BENCHMARKS[benchmark].paper.get(method, {}).get(key)
+    if value is None:
+        return "–"
+
+    return f"{value:.2f}" if scale == 1.0 else f"{value:.1f}"
+
+
+def paper_tables(results: dict[str, Any]) -> list[str]:
+    r"""The paper's tables this benchmark belongs to, the paper's rows with this run's row beside them."""
+    name, ours, lines = results["benchmark"], headline(results), []
+    for table, columns in TABLES.items():
+        if name not in columns:
+            continue
+
+        for key, label, scale in METRIC_OF_TABLE[table]:
+            methods = sorted(
+                {method for column in columns for method, values in BENCHMARKS[column].paper.items() if key in values}
+            )
+            rows = [[method, *(_paper_value(c, method, key, scale) for c in columns)] for method in methods]
+            rows.append([THIS_RUN, *(_number(ours[key], scale) if c == name else "–" for c in columns)])
+            lines += ["", f"### {TABLE_TITLES[table]}{'' if len(METRIC_OF_TABLE[table]) == 1 else f': {label}'}", ""]
+            lines += _table(["Method", *(BENCHMARKS[c].title for c in columns)], rows)
+
+    return lines
+
+
+def _overview(results: dict[str, Any]) -> list[list[str]]:
+    r"""Every headline metric of this run as (metric, value) rows."""
+    au, emotion = results.get("au") or {}, results.get("emotion") or {}
+    reasoning, judge, support = results.get("reasoning") or {}, results.get("judge") or {}, results["support"]
+    rows = [["Format rate (%)", _number(results["format_rate"])]]
+    if emotion:
+        rows += [
+            ["Emotion accuracy (%)", _number(emotion["accuracy"])],
+            ["Emotion macro-F1 (%)", _number(emotion["macro_f1"])],
+            ["Emotion UAR (%)", _number(emotion["uar"])],
+        ]
+    if au:
+        rows += [
+            ["AU F1, macro over AUs with positives (%)", _number(au["macro_f1"])],
+            ["AU F1, micro (%)", _number(au["micro_f1"])],
+            ["AUs claimed but not labelled (%)", _number(au["claimed_not_labelled_rate"])],
+        ]
+    rows.append(["Answers supported by their reasoning's AUs (%)", _number(support["rate"])])
+    if reasoning:
+        rows += [
+            ["ROUGE-L of the reasoning, stemmed (%)", _number(reasoning["rouge_l"])],
+            ["ROUGE-L of the whole completion, stemmed (%)", _number(reasoning["rouge_l_full_completion"])],
+        ]
+    if judge:
+        rows.append([f"Judge score 1-10 ({judge['scored']}/{judge['pairs']} scored)", _number(judge["mean"], 1.0)])
+    for task, values in (results.get("rege") or {}).items():
+        rows.append([f"REGE {task} = S_re {values['s_re']:.1f} + S_ge {values['s_ge']:.1f}", f"{values['rege']:.1f}"])
+
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    r"""The Markdown report: paper tables with this run beside them, every metric, per-AU and per-class tables."""
+    benchmark, join = BENCHMARKS[results["benchmark"]], results["join"]
+    source = (
+        f"joined by order with `{join['dataset']}` ({join['dataset_file']})"
+        if join.get("dataset")
+        else "labels in the file"
+    )
+    lines = [
+        f"# FEA evaluation: {benchmark.title} (`{benchmark.name}`)",
+        "",
+        f"{results['samples']} predictions from `{join['predictions']}`, {source}.",
+    ]
+    if join.get("truncated_labels"):
+        lines.append(f"{join['truncated_labels']} decoded labels were cut by cutoff_len (prefix-matched).")
+
+    tables = paper_tables(results)
+    if tables:
+        lines += ["", "## Beside the paper", *tables]
+
+    lines += ["", "## Metrics of this run", "", *_table(["Metric", "Value"], _overview(results))]
+    au = results.get("au")
+    if au and au["per_au"]:
+        rows = [
+            [
+                name,
+                _number(v["f1"]),
+                _number(v["precision"]),
+                _number(v["recall"]),
+                str(v["positives"]),
+                str(v["predicted"]),
+            ]
+            for name, v in au["per_au"].items()
+        ]
+        lines += [
+            "",
+            "## Per-AU F1",
+            "",
+            *_table(["AU", "F1 (%)", "Precision (%)", "Recall (%)", "Positives", "Predicted"], rows),
+        ]
+
+    emotion = results.get("emotion")
+    if emotion:
+        rows = [
+            [name, _number(v["precision"]), _number(v["recall"]), _number(v["f1"]), str(v["support"])]
+            for name, v in emotion["per_class"].items()
+        ]
+        lines += [
+            "",
+            "## Per-emotion scores",
+            "",
+            *_table(["Emotion", "Precision (%)", "Recall (%)", "F1 (%)", "Support"], rows),
+        ]
+        confusion = emotion["confusion"]
+        rows = [[row, *map(str, counts)] for row, counts in zip(confusion["rows"], confusion["matrix"])]
+        lines += [
+            "",
+            "## Confusion matrix (rows: label, columns: answer)",
+            "",
+            *_table(["", *confusion["columns"]], rows),
+        ]
+
+    return "\n".join(lines) + "\n"
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def confusion_png(emotion: dict[str, Any], title: str) -> bytes:
+    r"""The confusion matrix as a PNG: colour by row share, counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    confusion = emotion["confusion"]
+    matrix = np.array(confusion["matrix"], dtype=float)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(confusion["columns"]), 1.0 + 0.7 * len(confusion["rows"])))
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=45, ha="right")
+    axes.set_yticks(range(len(confusion["rows"])), confusion["rows"])
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(j, i, int(count), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
+
+    axes.set_xlabel("answer")
+    axes.set_ylabel("label")
+    axes.set_title(f"{title}: accuracy {emotion['accuracy'] * 100:.1f}%")
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def au_f1_png(au: dict[str, Any], title: str) -> bytes:
+    r"""Per-AU F1 bars (hatched where the AU has no positive label) with the macro-F1 as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(au["per_au"])
+    values = [au["per_au"][name]["f1"] * 100 for name in names]
+    figure, axes = plt.subplots(figsize=(1.5 + 0.5 * len(names), 3.5))
+    bars = axes.bar(names, values, color="tab:blue")
+    for bar, name in zip(bars, names):
+        if not au["per_au"][name]["positives"]:
+            bar.set_hatch("//")
+            bar.set_alpha(0.4)
+
+    if au["macro_f1"] is not None:
+        axes.axhline(au["macro_f1"] * 100, color="tab:red", linestyle="--", label=f"macro {au['macro_f1'] * 100:.1f}")
+        axes.legend(loc="upper right")
+
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("F1 (%)")
+    axes.set_title(f"{title}: per-AU F1")
+    axes.tick_params(axis="x", rotation=45)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def write_reports(results: dict[str, Any], output_dir: "str | Path") -> dict[str, Path]:
+    r"""Write metrics.json, report.md and the plots that apply (confusion_matrix.png, au_f1.png), each atomically."""
+    output_dir, title = Path(output_dir), BENCHMARKS[results["benchmark"]].title
+    paths = {"json": output_dir / "metrics.json", "markdown": output_dir / "report.md"}
+    atomic_write_text(paths["json"], json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(paths["markdown"], markdown(results))
+    if results.get("emotion"):
+        paths["confusion"] = output_dir / "confusion_matrix.png"
+        atomic_write_bytes(paths["confusion"], confusion_png(results["emotion"], title))
+
+    if results.get("au") and results["au"]["per_au"]:
+        paths["au_f1"] = output_dir / "au_f1.png"
+        atomic_write_bytes(paths["au_f1"], au_f1_png(results["au"], title))
+
+    return paths

@@ -1,0 +1,115 @@
+r"""`llamafactory-fea eval`: score predictions against their labels and write the JSON, Markdown and PNG reports."""
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .benchmarks import BENCHMARKS, benchmark_for
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    r"""The options of `llamafactory-fea eval` (cheap: imports nothing heavy)."""
+    parser.add_argument(
+        "predictions",
+        help="LLaMA-Factory's generated_predictions.jsonl (with --dataset) or JSONL lines with their own labels.",
+    )
+    parser.add_argument("--dataset-dir", default="data_registry", help="Folder with dataset_info.json (the run's).")
+    parser.add_argument("--dataset", default=None, help="The registered eval_dataset the predictions were made on.")
+    parser.add_argument(
+        "--max-samples", type=int, default=None, help="The predict run's max_samples (joins the first N rows)."
+    )
+    parser.add_argument(
+        "--benchmark",
+        choices=sorted(BENCHMARKS),
+        default=None,
+        help="Which benchmark's label space, AU set and paper numbers to use (default: from --dataset, else generic).",
+    )
+    parser.add_argument("--output-dir", required=True, help="Where metrics.json, report.md and the PNGs go.")
+    parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (e.g. http://host/v1) to judge.")
+    parser.add_argument("--judge-model", default=None, help="The judge model name (needed with --judge-url).")
+    parser.add_argument(
+        "--judge-key-env", default="OPENAI_API_KEY", help="Environment variable holding the judge's API key."
+    )
+    parser.add_argument("--judge-timeout", type=float, default=60.0, help="Seconds per judge request.")
+
+
+def evaluate(
+    samples: Sequence[Any], benchmark: str, judge_config: Any = None
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    r"""Every metric of the samples for a benchmark (docs/benchmarks.md) as a JSON-ready dict, and judge results."""
+    from . import metrics
+    from .judge import judge
+
+    spec = BENCHMARKS[benchmark]
+    results: dict[str, Any] = {
+        "benchmark": benchmark,
+        "samples": len(samples),
+        "format_rate": metrics.format_rate(samples),
+        "emotion": metrics.emotion_metrics(samples, spec.label_space),
+        "au": metrics.au_metrics(samples, spec.aus),
+        "support": metrics.support_rate(samples),
+        "reasoning": metrics.reasoning_metrics(samples),
+        "judge": None,
+        "rege": metrics.rege(samples) if benchmark == "faba" else None,
+    }
+    judged: dict[int, dict[str, Any]] = {}
+    if judge_config is not None:
+        referenced = [sample for sample in samples if sample.reference]
+        results["judge"] = judge(
+            judge_config, [metrics.reasoning_text(s) for s in referenced], [s.reference for s in referenced]
+        )
+        judged = {sample.index: scored for sample, scored in zip(referenced, results["judge"].pop("results"))}
+
+    return results, judged
+
+
+def sample_rows(samples: Sequence[Any], judged: dict[int, Any]) -> list[dict[str, Any]]:
+    r"""One line per sample for samples.jsonl: labels, what the completion says, its faults and its judge score."""
+    return [
+        {
+            "index": sample.index,
+            "id": sample.id,
+            "emotion": sample.emotion,
+            "predicted_emotion": sample.parsed.emotion,
+            "aus": sorted(sample.aus),
+            "predicted_aus": sorted(sample.parsed.aus),
+            "well_formed": sample.parsed.well_formed,
+            "problems": list(sample.parsed.problems),
+            "judge": judged.get(sample.index),
+        }
+        for sample in samples
+    ]
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    r"""Load and join the predictions, score them, write the reports; print where they are. Exit 1 on bad input."""
+    from ..data.records import RecordError, write_jsonl
+    from .judge import JudgeConfig
+    from .predictions import load_samples
+    from .report import markdown, write_reports
+
+    if bool(args.judge_url) != bool(args.judge_model):
+        print("error: give --judge-url and --judge-model together.")
+        return 1
+
+    benchmark = args.benchmark or benchmark_for(args.dataset)
+    try:
+        samples, join = load_samples(args.predictions, args.dataset_dir, args.dataset, args.max_samples)
+    except RecordError as error:
+        print(f"error: {error}")
+        return 1
+
+    judge_config = (
+        JudgeConfig(args.judge_url, args.judge_model, args.judge_key_env, args.judge_timeout)
+        if args.judge_url
+        else None
+    )
+    results, judged = evaluate(samples, benchmark, judge_config)
+    results["join"] = vars(join)
+    paths = write_reports(results, args.output_dir)
+    paths["samples"] = Path(args.output_dir) / "samples.jsonl"
+    write_jsonl(paths["samples"], sample_rows(samples, judged))
+    print(markdown(results))
+    print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+    return 0

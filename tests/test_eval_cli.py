@@ -1,0 +1,207 @@
+r"""`llamafactory-fea eval`: the checked join with a dataset, labelled files, reports, the judge (a local stub)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from llamafactory_fea.cli import main
+from llamafactory_fea.data.demo import make_demo
+from llamafactory_fea.eval.demo import make_demo_predictions
+from llamafactory_fea.eval.predictions import load_samples
+from llamafactory_fea.eval.runner import evaluate
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    r"""The demo set (registered in a temporary folder) and fabricated LLaMA-Factory predictions on its test split."""
+    root = tmp_path_factory.mktemp("demo")
+    make_demo(root / "registry")
+    return root / "registry", make_demo_predictions(root / "registry", root / "generated_predictions.jsonl")
+
+
+def run(*args: str) -> int:
+    return main(["eval", *args])
+
+
+def test_demo_predictions_write_all_three_report_forms(demo, tmp_path: Path, capsys) -> None:
+    registry, predictions = demo
+    out = tmp_path / "out"
+    assert (
+        run(str(predictions), "--dataset-dir", str(registry), "--dataset", "fea_demo_test", "--output-dir", str(out))
+        == 0
+    )
+    results = json.loads((out / "metrics.json").read_text())
+    samples, _ = load_samples(predictions, registry, "fea_demo_test")
+    expected, _ = evaluate(samples, "demo")
+    assert results["benchmark"] == "demo"
+    assert results["emotion"]["accuracy"] == pytest.approx(expected["emotion"]["accuracy"])
+    assert results["au"]["macro_f1"] == pytest.approx(expected["au"]["macro_f1"])
+    assert 0 < results["emotion"]["accuracy"] < 1  # the fabricated set has right and wrong answers
+    assert results["format_rate"] < 1
+    report = (out / "report.md").read_text()
+    assert "| Metric | Value |" in report
+    assert "## Per-AU F1" in report
+    assert "## Confusion matrix" in report
+    for name in ("confusion_matrix.png", "au_f1.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG"
+            assert image.size[0] > 200
+
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == len(samples)
+    assert not list(out.glob(".*.tmp"))
+    assert "metrics.json" in capsys.readouterr().out
+
+
+def test_join_refuses_a_count_mismatch_and_accepts_max_samples(demo, tmp_path: Path, capsys) -> None:
+    registry, predictions = demo
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(predictions.read_text().splitlines(keepends=True)[:3]))
+    args = ["--dataset-dir", str(registry), "--dataset", "fea_demo_test", "--output-dir", str(tmp_path / "out")]
+    assert run(str(short), *args) == 1
+    assert "3 predictions but fea_demo_test" in capsys.readouterr().out
+    assert run(str(short), *args, "--max-samples", "3") == 0
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["samples"] == 3
+
+
+def test_join_refuses_predictions_from_another_order(demo, tmp_path: Path, capsys) -> None:
+    registry, predictions = demo
+    lines = predictions.read_text().splitlines(keepends=True)
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    assert (
+        run(str(swapped), "--dataset-dir", str(registry), "--dataset", "fea_demo_test", "--output-dir", str(tmp_path))
+        == 1
+    )
+    assert f"{swapped}:1: its label" in capsys.readouterr().out
+
+
+def test_join_counts_labels_cut_by_cutoff_len(demo, tmp_path: Path) -> None:
+    registry, predictions = demo
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    rows[0]["label"] = rows[0]["label"][:20]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    samples, join = load_samples(cut, registry, "fea_demo_test")
+    assert join.truncated_labels == 1
+    assert samples[0].reference  # the reference comes from the dataset row, not the cut label
+
+
+def test_broken_prediction_line_is_located(demo, tmp_path: Path, capsys) -> None:
+    registry, predictions = demo
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(predictions.read_text() + "{not json\n")
+    assert (
+        run(str(broken), "--dataset-dir", str(registry), "--dataset", "fea_demo_test", "--output-dir", str(tmp_path))
+        == 1
+    )
+    assert f"{broken}:8: broken JSON" in capsys.readouterr().out
+
+
+def labelled_file(path: Path) -> Path:
+    lines = [
+        {
+            "predict": "<think>Lip corners pulled up (AU12), cheeks up (AU6).</think><answer>happy</answer>",
+            "emotion": "happiness",
+        },
+        {"predict": "<think>Brows lowered and drawn in (AU4).</think><answer>anger</answer>", "emotion": "sadness"},
+        {
+            "completion": "<think>Jaw dropped wide open (AU26).</think><answer>surprise</answer>",
+            "emotion": "Surprised",
+        },
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_labelled_file_on_a_paper_benchmark_shows_the_paper_table(tmp_path: Path) -> None:
+    predictions = labelled_file(tmp_path / "labelled.jsonl")
+    assert run(str(predictions), "--benchmark", "rafdb", "--output-dir", str(tmp_path / "out")) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| Method | FER2013 | AffectNet | RAF-DB | FABA-Instruct |" in report
+    assert "| Facial-R1 (paper) | 69.8 | 65.2 | 92.1 | 67.8 |" in report
+    assert "| This run | – | – | 66.7 | – |" in report
+    assert (tmp_path / "out" / "confusion_matrix.png").is_file()
+    assert not (tmp_path / "out" / "au_f1.png").exists()  # no AU labels in this file
+
+
+def test_file_without_labels_or_dataset_is_refused(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "generated_predictions.jsonl"
+    path.write_text(json.dumps({"prompt": "", "predict": "<answer>anger</answer>", "label": "x"}) + "\n")
+    assert run(str(path), "--output-dir", str(tmp_path / "out")) == 1
+    assert "give --dataset-dir and --dataset" in capsys.readouterr().out
+
+
+class Judge(BaseHTTPRequestHandler):
+    r"""A stub OpenAI-compatible judge: 8 for reasoning naming AU12, else a reply without a score."""
+
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Judge.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        prompt = body["messages"][0]["content"]
+        content = '{"score": 8, "reason": "agrees"}' if "(AU12)" in prompt else "I cannot rate this."
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_judge_through_a_local_endpoint_never_logs_the_key(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FEA_JUDGE_KEY", "sk-test-secret-123")
+    monkeypatch.setattr("llamafactory_fea.eval.judge.time.sleep", lambda seconds: None)
+    lines = [json.loads(line) for line in labelled_file(tmp_path / "labelled.jsonl").read_text().splitlines()]
+    for line in lines:
+        line["reference"] = "The person smiles with raised cheeks."
+
+    predictions = tmp_path / "referenced.jsonl"
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    server = HTTPServer(("127.0.0.1", 0), Judge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        args = [
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--judge-url",
+            url,
+            "--judge-model",
+            "stub",
+            "--judge-key-env",
+            "FEA_JUDGE_KEY",
+        ]
+        assert run(str(predictions), *args) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    judge = json.loads((tmp_path / "out" / "metrics.json").read_text())["judge"]
+    assert (judge["pairs"], judge["scored"], judge["failed"]) == (3, 1, 2)
+    assert judge["mean"] == 8.0  # failures are counted, not scored 0
+    assert Judge.seen[0]["path"] == "/v1/chat/completions"
+    assert Judge.seen[0]["auth"] == "Bearer sk-test-secret-123"
+    assert Judge.seen[0]["body"]["model"] == "stub"
+    assert len(Judge.seen) == 1 + 2 * 3  # three tries for each failing pair
+    written = "".join(
+        path.read_text() for path in (tmp_path / "out").glob("*.*") if path.suffix in (".json", ".md", ".jsonl")
+    )
+    assert "sk-test-secret-123" not in capsys.readouterr().out + written
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["judge"] == {"score": 8, "reason": "agrees"}
+
+
+def test_judge_needs_url_and_model_together(tmp_path: Path, capsys) -> None:
+    predictions = labelled_file(tmp_path / "labelled.jsonl")
+    assert run(str(predictions), "--output-dir", str(tmp_path / "out"), "--judge-url", "http://127.0.0.1:9") == 1
+    assert "--judge-url and --judge-model together" in capsys.readouterr().out
