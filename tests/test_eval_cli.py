@@ -205,3 +205,25 @@ def test_judge_needs_url_and_model_together(tmp_path: Path, capsys) -> None:
     predictions = labelled_file(tmp_path / "labelled.jsonl")
     assert run(str(predictions), "--output-dir", str(tmp_path / "out"), "--judge-url", "http://127.0.0.1:9") == 1
     assert "--judge-url and --judge-model together" in capsys.readouterr().out
+
+
+def test_faba_benchmark_reports_rege(tmp_path: Path) -> None:
+    line = {
+        "predict": "<think>Cheeks raised (AU6), lip corners pulled (AU12): a happy face.</think><answer>happiness</answer>",
+        "emotion": "happiness",
+        "aus": [6, 12],
+        "reference_au": "AU6 cheek raiser and AU12 lip corner puller.",
+        "reference_emotion": "A happy face.",
+    }
+    predictions = tmp_path / "faba.jsonl"
+    predictions.write_text(json.dumps(line) + "\n")
+    assert run(str(predictions), "--benchmark", "faba", "--output-dir", str(tmp_path / "out")) == 0
+    results = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert results["rege"]["emotion"]["s_re"] == pytest.approx(100.0)
+    assert results["rege"]["au"]["rege"] == pytest.approx(
+        results["rege"]["au"]["s_re"] + results["rege"]["au"]["s_ge"]
+    )
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "REGE emotion = S_re 100.0" in report
+    assert "| Qwen2.5-VL-7B zero-shot (paper) | 22.1 | 16.9 | 20.7 | 26.3 |" in report
+    assert "| This run | – | – | – | 100.0 |" in report

@@ -6,12 +6,12 @@ from pathlib import Path
 from ..data.records import atomic_write_text
 from ..fea.aus import EMOTION_PROTOTYPES, format_au
 from ..fea.emotions import BASIC_EMOTIONS
-from .predictions import _assistant, dataset_rows
+from .predictions import assistant_turn, dataset_rows
 
 
 def fabricate(index: int, row: dict) -> str:
     r"""A plausible completion for a row: mostly its reference, some with a wrong answer, a missed AU or no tags."""
-    target, emotion, aus = _assistant(row), row.get("emotion") or "neutral", list(row.get("aus") or [])
+    target, emotion, aus = assistant_turn(row), row.get("emotion") or "neutral", list(row.get("aus") or [])
     if index % 6 == 1:  # a wrong answer, reasoned from the wrong emotion's prototype AUs
         wrong = (
             BASIC_EMOTIONS[(BASIC_EMOTIONS.index(emotion) + 1) % len(BASIC_EMOTIONS)]
@@ -37,7 +37,7 @@ def make_demo_predictions(dataset_dir: "str | Path", output: "str | Path", datas
     r"""Write fabricated predictions for every row of a registered dataset, in dataset order, with `label` = target."""
     _, rows = dataset_rows(dataset_dir, dataset)
     lines = [
-        json.dumps({"prompt": "", "predict": fabricate(index, row), "label": _assistant(row)}, ensure_ascii=False)
+        json.dumps({"prompt": "", "predict": fabricate(index, row), "label": assistant_turn(row)}, ensure_ascii=False)
         for index, (_, row) in enumerate(rows)
     ]
     atomic_write_text(output, "".join(f"{line}\n" for line in lines))

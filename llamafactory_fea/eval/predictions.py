@@ -126,7 +126,7 @@ def dataset_rows(dataset_dir: "str | Path", dataset: str) -> tuple[Path, list[tu
     return path, read_jsonl(path)
 
 
-def _assistant(row: dict[str, Any]) -> str:
+def assistant_turn(row: dict[str, Any]) -> str:
     r"""The last assistant turn of a sharegpt row (the reference target LLaMA-Factory decodes as `label`)."""
     messages = row.get("messages") or []
     turns = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
@@ -161,7 +161,7 @@ def join_predictions(
         if not isinstance(prediction.get("predict"), str) or not isinstance(prediction.get("label"), str):
             raise RecordError(str(predictions), line, "expected LLaMA-Factory's 'predict' and 'label' strings.")
 
-        label, target = _normalise(prediction["label"]), _normalise(_assistant(row))
+        label, target = _normalise(prediction["label"]), _normalise(assistant_turn(row))
         if label != target:
             if not label or not target.startswith(label):
                 raise RecordError(
@@ -173,7 +173,7 @@ def join_predictions(
 
             info.truncated_labels += 1
 
-        gold = {**row, "_reference": think_text(_assistant(row))}
+        gold = {**row, "_reference": think_text(assistant_turn(row))}
         samples.append(_sample(index, str(row.get("id", index)), prediction["predict"], gold, str(path), index + 1))
 
     return samples, info
