@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...fea.aus import AU_CATALOGUE, UnknownAUError, parse_au
+from ...fea.aus import UnknownAUError, parse_au
 from ...fea.emotions import LABEL_SPACES
 from ...fea.prompts import FEAPrompts
 from ..convert import ConversionReport, Converter, register_converter
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 
 DEFAULT_DATASET_DIR = "data_registry"
-SPLITS: tuple[str, ...] = ("train", "test")
 
 
 @dataclass
@@ -110,15 +109,6 @@ def parse_au_labels(
             report.dropped_aus[int(number)] += 1
 
     return sorted(aus)
-
-
-def check_aus(aus: Iterable[int], source: str, where: "int | str") -> list[int]:
-    r"""Raise `RecordError` if an AU is outside the catalogue; return the AUs sorted."""
-    unknown = sorted(au for au in set(aus) if au not in AU_CATALOGUE)
-    if unknown:
-        raise RecordError(source, where, f"AU{unknown[0]} is not in the AU catalogue.")
-
-    return sorted(set(aus))
 
 
 def hash_split(key: str, test_fraction: float, seed: int = 0) -> str:
