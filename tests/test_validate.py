@@ -74,10 +74,11 @@ BAD_ROWS = [
     ("target names other AUs", edited(aus=[1, 4]), "must name exactly the labelled AUs"),
     ("target answers another emotion", edited(emotion="anger"), "the label is 'anger'"),
     (
-        "target without think",
-        edited(messages=target("<answer>sadness</answer>")),
-        "assistant target: Put the reasoning",
+        "label-only target disagrees",
+        edited(messages=target("<answer>anger</answer>")),
+        "a label-only target must be '<answer>sadness</answer>'",
     ),
+    ("reasoning without emotion", edited(emotion=None), "needs an 'emotion' label"),
     (
         "target with two answers",
         edited(messages=target("<think>Brows up (AU1), corners down (AU15).</think><answer>sad or angry</answer>")),
@@ -93,6 +94,14 @@ def test_each_bad_row_is_found(registry: Path, row: Any, reason: str) -> None:
     assert (report.rows, report.valid) == (3, 2)
     assert [str(problem).startswith(f"{path}:2") for problem in report.problems] == [True] * len(report.problems)
     assert any(reason in str(problem) for problem in report.problems), report.summary()
+
+
+def test_label_only_rows_of_benchmarks_are_valid(registry: Path) -> None:
+    emotion_only = edited(id="e", aus=[], messages=target("<answer>sadness</answer>"))
+    au_only = edited(id="a", emotion=None, aus=[1, 4], messages=target("<answer></answer>"))
+    write_dataset(registry, "data", [emotion_only, au_only])
+    (report,) = validate_datasets(registry, ["data"])
+    assert (report.rows, report.valid) == (2, 2), report.summary()
 
 
 def test_location_names_file_line_and_id(registry: Path) -> None:

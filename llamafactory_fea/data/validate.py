@@ -78,10 +78,10 @@ def _message_problems(messages: Any, images: Any) -> list[str]:
 
 
 def _label_problems(emotion: Any, aus: Any) -> list[str]:
-    r"""Faults of the `emotion` and `aus` label columns."""
+    r"""Faults of the `emotion` and `aus` label columns (`emotion` may be null in AU-only data)."""
     problems = []
-    if emotion not in EMOTIONS:
-        problems.append(f"'emotion' must be a normalised emotion ({', '.join(EMOTIONS)}); got {emotion!r}.")
+    if emotion is not None and emotion not in EMOTIONS:
+        problems.append(f"'emotion' must be a normalised emotion ({', '.join(EMOTIONS)}) or null; got {emotion!r}.")
 
     if not isinstance(aus, list) or not all(isinstance(au, int) and not isinstance(au, bool) for au in aus):
         return [*problems, f"'aus' must be a list of AU numbers (ints), e.g. [1, 4]; got {aus!r}."]
@@ -97,7 +97,17 @@ def _label_problems(emotion: Any, aus: Any) -> list[str]:
 
 
 def _target_problems(target: str, emotion: Any, aus: list[int]) -> list[str]:
-    r"""Faults of the assistant target: it must parse cleanly, answer the label and name exactly the labelled AUs."""
+    r"""Faults of the assistant target: it must parse cleanly, answer the label and name exactly the labelled AUs.
+
+    A label-only row (benchmark data without reasoning) has no `<think>` block: its target is `<answer>emotion</answer>`.
+    """
+    if "<think>" not in target:
+        expected = f"<answer>{emotion or ''}</answer>"
+        return [] if target == expected else [f"a label-only target must be {expected!r}; got {target!r}."]
+
+    if emotion is None:
+        return ["a target with reasoning needs an 'emotion' label."]
+
     parsed = parse_completion(target)
     problems = [f"assistant target: {problem}" for problem in parsed.problems]
     if parsed.emotion is not None and parsed.emotion != emotion:
