@@ -11,7 +11,16 @@ from importlib.machinery import PathFinder
 
 
 DISABLE_ENV = "LLAMAFACTORY_FEA_DISABLE"
-HOOKED_MODULES = frozenset({"llamafactory.extras.constants", "llamafactory.train.tuner"})
+HOOKED_MODULES = frozenset(
+    {
+        "llamafactory.extras.constants",
+        "llamafactory.train.tuner",
+        "llamafactory.webui.common",
+        "llamafactory.webui.components.train",
+        "llamafactory.webui.control",
+        "llamafactory.webui.runner",
+    }
+)
 
 
 class _PatchingLoader:

@@ -13,6 +13,12 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webui(args: argparse.Namespace) -> int:
+    from .webui import launch_board
+
+    return launch_board(args.data_dir)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -63,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--arch", choices=ARCHITECTURES, default="qwen2_vl")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_make_tiny_model)
+
+    board = commands.add_parser("webui", help="Launch LLaMA Board with the FEA datasets (data_registry) as data dir.")
+    board.add_argument("--data-dir", default=None, help="The board's default data dir (default: data_registry).")
+    board.set_defaults(func=_webui)
 
     demo = commands.add_parser("demo", help="Run every Facial-R1 stage on the demo data with a tiny offline model.")
     demo.add_argument("--output-dir", default="outputs/demo")

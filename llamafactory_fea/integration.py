@@ -3,7 +3,9 @@ r"""Everything the plugin patches into LLaMA-Factory, in one place (the seam to 
 `_bootstrap` calls `on_import` when a hooked LLaMA-Factory module has been imported:
 - `llamafactory.extras.constants`: the plugin stages join `TRAINING_STAGES` (LLaMA Board's stage list);
 - `llamafactory.train.tuner`: `_training_function` (looked up at call time by `run_exp` and by Ray workers)
-  runs plugin stages and takes the plugin's YAML keys out before LLaMA-Factory's parser sees them.
+  runs plugin stages and takes the plugin's YAML keys out before LLaMA-Factory's parser sees them;
+- `llamafactory.webui.*` (LLaMA Board): the plugin stages' settings accordions, their keys in the board's args,
+  the per-reward plot and an optional default data dir (builders in `webui.py`).
 """
 
 import importlib
@@ -153,6 +155,191 @@ def _patch_constants(constants: ModuleType) -> None:
         constants.TRAINING_STAGES.setdefault(stage.board_name, stage.name)
 
 
+# LLaMA Board (webui): the builders live in `webui.py`; here they are wired into LLaMA Board's modules.
+BOARD_ELEM_PREFIX = "train.fea_"
+
+
+def _patch_webui_common(common: ModuleType) -> None:
+    r"""Point the board's default `Data dir` at the folder named by `LLAMAFACTORY_FEA_BOARD_DATA_DIR`, if set."""
+    from . import webui
+
+    data_dir = webui.board_data_dir()
+    if data_dir is not None:
+        common.DEFAULT_DATA_DIR = data_dir
+
+    stock_clean_cmd = common._clean_cmd
+
+    def _clean_cmd(args: dict[str, Any]) -> dict[str, Any]:
+        r"""Keep a plugin stage's `false` settings in its YAML and preview (stock drops every false value)."""
+        cleaned = stock_clean_cmd(args)
+        stage = STAGES.get(args.get("stage"))
+        if stage is None:
+            return cleaned
+
+        names = {f.name for f in fields(stage.load_arguments())}
+        return {**cleaned, **{key: value for key, value in args.items() if key in names and value is False}}
+
+    _clean_cmd.__wrapped__ = stock_clean_cmd
+    common._clean_cmd = _clean_cmd
+
+
+def _patch_webui_control(control: ModuleType) -> None:
+    r"""Show the loss and per-reward curves in the loss viewer when a run logs `rewards/*`; the stock plot otherwise."""
+    from . import webui
+
+    stock_trainer_info = control.get_trainer_info
+
+    def get_trainer_info(lang: str, output_path: str, do_train: bool) -> tuple[str, Any, dict[str, Any]]:
+        running_log, running_progress, running_info = stock_trainer_info(lang, output_path, do_train)
+        reward_plot = webui.create_reward_plot(output_path) if "loss_viewer" in running_info else None
+        if reward_plot is not None:
+            running_info["loss_viewer"] = reward_plot
+
+        return running_log, running_progress, running_info
+
+    get_trainer_info.__wrapped__ = stock_trainer_info
+    control.get_trainer_info = get_trainer_info
+
+
+def _board_stages() -> list[tuple[PluginStage, type]]:
+    r"""The plugin stages whose arguments dataclass imports, with it (a stage still being built is left out)."""
+    board_stages = []
+    for stage in STAGES.values():
+        try:
+            board_stages.append((stage, stage.load_arguments()))
+        except (ImportError, AttributeError) as err:
+            print(f"[llamafactory-fea] no LLaMA Board settings for stage {stage.name}: {err}", file=sys.stderr)
+
+    return board_stages
+
+
+def _move_before(block: Any, anchor: Any) -> None:
+    r"""Move a gradio block just before a sibling block in their parent's layout."""
+    siblings = anchor.parent.children
+    siblings.remove(block)
+    siblings.insert(siblings.index(anchor), block)
+
+
+def _patch_webui_train(train: ModuleType) -> None:
+    r"""Add an accordion of settings per plugin stage to the Train tab, shown when that stage is selected.
+
+    The widgets are built before the stock tab and joined to its base elements, so the stock preview, start,
+    save and load events carry them; they are then moved just above the stock buttons.
+    """
+    from . import webui
+
+    stock_create_train_tab = train.create_train_tab
+
+    def create_train_tab(engine: Any) -> dict[str, Any]:
+        plugin_elems, tabs = {}, []
+        for stage, arguments_cls in _board_stages():
+            title = stage.board_name if stage.board_name.startswith("FEA") else f"FEA / {stage.board_name}"
+            elems = webui.create_stage_tab(stage.name, title, arguments_cls)
+            tabs.append((stage.name, elems.pop(webui.elem_name(stage.name, "tab"))))
+            plugin_elems.update(elems)
+
+        stock_base_elems = engine.manager.get_base_elems
+        engine.manager.get_base_elems = lambda: stock_base_elems() | set(plugin_elems.values())
+        try:
+            elem_dict = stock_create_train_tab(engine)
+        finally:
+            del engine.manager.get_base_elems
+
+        for _, tab in tabs:
+            _move_before(tab, elem_dict["cmd_preview_btn"].parent)
+
+        change_visibility = webui.stage_visibility([name for name, _ in tabs])
+        elem_dict["training_stage"].change(
+            change_visibility, [elem_dict["training_stage"]], [tab for _, tab in tabs], queue=False
+        )
+        tab_elems = {webui.elem_name(name, "tab"): tab for name, tab in tabs}
+        return {**elem_dict, **tab_elems, **plugin_elems}
+
+    create_train_tab.__wrapped__ = stock_create_train_tab
+    train.create_train_tab = create_train_tab
+
+
+def _board_values(manager: Any, data: dict[Any, Any]) -> dict[str, Any]:
+    r"""The values of the plugin widgets in a board event's data, by element name (`fea_<stage>_<field>`)."""
+    values = {}
+    for elem, value in data.items():
+        elem_id = manager.get_id_by_elem(elem)
+        if elem_id.startswith(BOARD_ELEM_PREFIX):
+            values[elem_id.removeprefix("train.")] = value
+
+    return values
+
+
+def _patch_webui_runner(runner: ModuleType) -> None:
+    r"""Add a plugin stage's settings to the args the board writes (never for a stock stage) and check them."""
+    import json
+
+    from . import webui
+
+    Runner = runner.Runner
+    stock_parse, stock_initialize = Runner._parse_train_args, Runner._initialize
+    stock_config, stock_monitor = Runner._build_config_dict, Runner.monitor
+
+    def _parse_train_args(self, data: dict[Any, Any]) -> dict[str, Any]:
+        args = stock_parse(self, data)
+        stage = STAGES.get(args["stage"])
+        if stage is None:
+            return args
+
+        extra_args = json.loads(data[self.manager.get_elem_by_id("train.extra_args")])
+        board_args = webui.stage_args(stage.name, stage.load_arguments(), _board_values(self.manager, data))
+        return {**args, **{key: value for key, value in board_args.items() if key not in extra_args}}
+
+    def _initialize(self, data: dict[Any, Any], do_train: bool, from_preview: bool) -> str:
+        error = stock_initialize(self, data, do_train, from_preview)
+        if error or not do_train:
+            return error
+
+        args = self._parse_train_args(data)
+        stage = STAGES.get(args["stage"])
+        try:
+            if stage is not None:
+                split_plugin_args(stage, args)
+        except Exception as err:  # the stage's own checks (`__post_init__`), shown in the board
+            return f"{stage.board_name}: {err}"
+
+        return ""
+
+    def _build_config_dict(self, data: dict[Any, Any]) -> dict[str, Any]:
+        config = stock_config(self, data)
+        if runner.TRAINING_STAGES.get(config.get("train.training_stage")) in STAGES:
+            return config
+
+        return {key: value for key, value in config.items() if not key.startswith(BOARD_ELEM_PREFIX)}
+
+    def monitor(self):
+        r"""Stock monitoring; a plugin stage's run ends with its final loss and reward curves (stock stops polling)."""
+        get = lambda elem_id: self.running_data[self.manager.get_elem_by_id(elem_id)]
+        stage, output_path = None, None
+        if self.do_train:
+            stage = runner.TRAINING_STAGES.get(get("train.training_stage"))
+            output_path = runner.get_save_dir(
+                get("top.model_name"), get("top.finetuning_type"), get("train.output_dir")
+            )
+
+        yield from stock_monitor(self)
+        reward_plot = webui.create_reward_plot(output_path) if stage in STAGES else None
+        if reward_plot is not None:
+            yield {self.manager.get_elem_by_id("train.loss_viewer"): reward_plot}
+
+    for patched in (_parse_train_args, _initialize, _build_config_dict, monitor):
+        patched.__wrapped__ = getattr(Runner, patched.__name__)
+        setattr(Runner, patched.__name__, patched)
+
+
+WEBUI_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "llamafactory.webui.common": _patch_webui_common,
+    "llamafactory.webui.components.train": _patch_webui_train,
+    "llamafactory.webui.control": _patch_webui_control,
+    "llamafactory.webui.runner": _patch_webui_runner,
+}
+
+
 @cache
 def host_supported() -> bool:
     r"""Whether the installed LLaMA-Factory is a version this plugin was built for; says why not, once."""
@@ -178,3 +365,5 @@ def on_import(module: ModuleType) -> None:
         _patch_tuner(module)
     elif module.__name__ == "llamafactory.extras.constants":
         _patch_constants(module)
+    elif module.__name__ in WEBUI_PATCHES:
+        WEBUI_PATCHES[module.__name__](module)
