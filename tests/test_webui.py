@@ -196,6 +196,17 @@ def test_plugin_stage_config_keeps_its_widgets(engine: Any):
     assert config["train.fea_grpo_num_generations"] == 4
 
 
+def test_saved_grpo_arguments_load_back_into_the_widgets(engine: Any):
+    data = board_data(
+        engine, train__training_stage="GRPO", train__fea_grpo_num_generations=6, train__config_path="fea.yaml"
+    )
+    engine.runner.save_args(data)
+    loaded = engine.runner.load_args("en", "fea.yaml")
+    widget = engine.manager.get_elem_by_id("train.fea_grpo_num_generations")
+    assert loaded[widget] == 6
+    assert loaded[engine.manager.get_elem_by_id("train.training_stage")] == "GRPO"
+
+
 def test_every_widget_is_a_field_of_its_stage_arguments():
     from dataclasses import fields
 
