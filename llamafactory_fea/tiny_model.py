@@ -26,6 +26,37 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 MIN_PIXELS, MAX_PIXELS = 3136, 12544
+# Real architectures with random weights (the tiny tokenizer, the real widths, depths and vocabulary), for benchmarks.
+PRESETS: dict[str, dict] = {
+    "qwen2_5_vl_3b": dict(
+        arch="qwen2_5_vl",
+        text=dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+        ),
+        vision=dict(
+            depth=32,
+            hidden_act="silu",
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            tokens_per_second=2,
+        ),
+        pixels=(3136, 12845056),
+        dtype="bfloat16",
+    ),
+}
 
 
 def _corpus() -> list[str]:
@@ -82,11 +113,21 @@ def _vision_config(arch: str, text_hidden: int) -> dict:
     )
 
 
-def make_tiny_model(output_dir: "str | Path", arch: str = "qwen2_vl", seed: int = 0) -> Path:
-    r"""Write a tiny random-weight Qwen2-VL or Qwen2.5-VL (model, tokenizer, processor) to a folder."""
+def make_tiny_model(
+    output_dir: "str | Path", arch: str = "qwen2_vl", seed: int = 0, preset: str | None = None
+) -> Path:
+    r"""Write a tiny random-weight Qwen2-VL or Qwen2.5-VL (model, tokenizer, processor) to a folder.
+
+    A `preset` (see `PRESETS`) keeps the tiny tokenizer but takes a real model's architecture, still random-weight.
+    """
     import torch
     import transformers
 
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}: use one of {', '.join(PRESETS)}.")
+
+    spec = PRESETS.get(preset, {})
+    arch = spec.get("arch", arch)
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}.")
 
@@ -108,9 +149,10 @@ def make_tiny_model(output_dir: "str | Path", arch: str = "qwen2_vl", seed: int 
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
+    text_config.update(spec.get("text", {}))
     config = getattr(transformers, f"{prefix}Config")(
         text_config=text_config,
-        vision_config=_vision_config(arch, text_config["hidden_size"]),
+        vision_config=spec.get("vision") or _vision_config(arch, text_config["hidden_size"]),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -118,13 +160,15 @@ def make_tiny_model(output_dir: "str | Path", arch: str = "qwen2_vl", seed: int 
         tie_word_embeddings=True,
         **{k: text_config[k] for k in ("vocab_size", "hidden_size", "bos_token_id", "eos_token_id", "pad_token_id")},
     )
-    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config).to(torch.float32)
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")._from_config(config, dtype=dtype)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    min_pixels, max_pixels = spec.get("pixels", (MIN_PIXELS, MAX_PIXELS))
     processor = getattr(transformers, f"{prefix}Processor")(
-        image_processor=transformers.Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        image_processor=transformers.Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer=tokenizer,
-        video_processor=transformers.Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        video_processor=transformers.Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
         chat_template=CHAT_TEMPLATE,
     )
     output_dir = Path(output_dir)

@@ -1,0 +1,133 @@
+r"""GRPO datasets: prompts rendered by LLaMA-Factory's template, images with its pixel limits, labels kept or parsed."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llamafactory_fea.data.records import FEARecord, register_dataset, write_jsonl
+from llamafactory_fea.rewards import au_frequency_weights
+from llamafactory_fea.train.grpo.args import GRPOArguments
+from llamafactory_fea.train.grpo.data import extract_labels, get_grpo_dataset
+
+from .conftest import DATA_REGISTRY
+
+
+DEMO_ROWS = [json.loads(line) for line in (DATA_REGISTRY / "demo" / "fea_demo.jsonl").read_text().splitlines()]
+
+
+def load(tiny_model: Path, tmp_path: Path, grpo_args: GRPOArguments | None = None, **overrides):
+    r"""Parse LLaMA-Factory arguments as the stage does and build the GRPO datasets."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    args = dict(
+        stage="sft",
+        model_name_or_path=str(tiny_model),
+        dataset="fea_demo",
+        dataset_dir=str(DATA_REGISTRY),
+        template="qwen2_vl",
+        output_dir=str(tmp_path / "out"),
+        do_train=True,
+        overwrite_cache=True,
+        preprocessing_num_workers=1,
+        report_to="none",
+    )
+    model_args, data_args, training_args, _, _ = get_train_args({**args, **overrides})
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    grpo_args = grpo_args or GRPOArguments()
+    return get_grpo_dataset(template, model_args, data_args, training_args, grpo_args, **tokenizer_module)
+
+
+def test_demo_rows_keep_their_labels_and_images(tiny_model: Path, tmp_path: Path):
+    train = load(tiny_model, tmp_path)["train_dataset"]
+    assert len(train) == len(DEMO_ROWS)
+    for row, source in zip(train, DEMO_ROWS):
+        assert (row["emotion"], row["aus"]) == (source["emotion"], source["aus"])
+        assert row["solution"] == source["messages"][1]["content"]
+        prompt = row["prompt"]
+        assert prompt.startswith("<|im_start|>system\n")
+        assert prompt.endswith("<|im_start|>assistant\n")
+        assert prompt.count("<|image_pad|>") == 1
+        assert "<image>" not in prompt
+        assert source["messages"][0]["content"].removeprefix("<image>") in prompt
+        assert source["messages"][1]["content"] not in prompt
+        assert len(row["images"]) == 1
+        assert row["images"][0].mode == "RGB"
+
+
+def test_image_pixel_limits_are_applied(tiny_model: Path, tmp_path: Path):
+    train = load(tiny_model, tmp_path, image_max_pixels=1024)["train_dataset"]
+    assert all(row["images"][0].width * row["images"][0].height <= 1024 for row in train)
+    assert any(min(row["images"][0].size) >= 28 for row in train)  # Qwen2-VL's own lower bound stays
+
+
+def test_max_samples_lists_and_evaluation_splits(tiny_model: Path, tmp_path: Path):
+    assert len(load(tiny_model, tmp_path, max_samples=5)["train_dataset"]) == 5
+    assert len(load(tiny_model, tmp_path, dataset="fea_demo,fea_demo")["train_dataset"]) == 2 * len(DEMO_ROWS)
+    split = load(tiny_model, tmp_path, val_size=0.25)
+    assert len(split["train_dataset"]) + len(split["eval_dataset"]) == len(DEMO_ROWS)
+    separate = load(tiny_model, tmp_path, eval_dataset="fea_demo_test")
+    assert len(separate["eval_dataset"]) == 7
+    assert separate["eval_dataset"][0]["images"]
+
+
+def test_au_frequency_weights_are_a_column(tiny_model: Path, tmp_path: Path):
+    train = load(tiny_model, tmp_path, GRPOArguments(au_frequency_weighting="reference"))["train_dataset"]
+    assert train["au_weight"] == pytest.approx(au_frequency_weights([row["aus"] for row in DEMO_ROWS], "reference"))
+    assert "au_weight" not in load(tiny_model, tmp_path)["train_dataset"].column_names
+
+
+def test_plain_sharegpt_data_gets_labels_from_its_reference_answer(tiny_model: Path, tmp_path: Path):
+    from PIL import Image
+
+    data_dir = tmp_path / "data"
+    (data_dir / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 48), "gray").save(data_dir / "images" / "face.png")
+    records = [
+        FEARecord("a", "images/face.png", "happiness", [6, 12], "Cheeks raised (AU6) and lip corners up (AU12)."),
+        FEARecord("b", "images/face.png", "surprise", [1, 2, 26], "Brows up (AU1) (AU2), jaw dropped (AU26)."),
+    ]
+    rows = []
+    for record in records:
+        row = record.to_row()
+        del row["emotion"], row["aus"]  # an ordinary sharegpt dataset: no label columns
+        rows.append(row)
+
+    write_jsonl(data_dir / "plain.jsonl", rows)
+    register_dataset(data_dir, "plain", "plain.jsonl")
+    train = load(tiny_model, tmp_path, dataset="plain", dataset_dir=str(data_dir))["train_dataset"]
+    assert [(row["emotion"], row["aus"]) for row in train] == [("happiness", [6, 12]), ("surprise", [1, 2, 26])]
+    assert train[0]["images"][0].size == (64, 48)
+
+
+def test_text_only_alpaca_data_has_no_images_column(tiny_model: Path, tmp_path: Path):
+    data_dir = tmp_path / "text"
+    answer = "<think>The lip corners are pulled up (AU12).</think><answer>Happy</answer>"
+    write_jsonl(data_dir / "text.jsonl", [{"instruction": "How does a smile look?", "input": "", "output": answer}])
+    (data_dir / "dataset_info.json").write_text(json.dumps({"text": {"file_name": "text.jsonl"}}))
+    train = load(tiny_model, tmp_path, dataset="text", dataset_dir=str(data_dir))["train_dataset"]
+    assert "images" not in train.column_names
+    assert "image_paths" not in train.column_names
+    assert (train[0]["emotion"], train[0]["aus"], train[0]["solution"]) == ("happiness", [12], answer)
+
+
+def test_ranking_data_is_refused(tiny_model: Path, tmp_path: Path):
+    data_dir = tmp_path / "pairs"
+    write_jsonl(data_dir / "pairs.jsonl", [{"instruction": "q", "input": "", "chosen": "a", "rejected": "b"}])
+    info = {
+        "pairs": {"file_name": "pairs.jsonl", "ranking": True, "columns": {"chosen": "chosen", "rejected": "rejected"}}
+    }
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="ranking"):
+        load(tiny_model, tmp_path, dataset="pairs", dataset_dir=str(data_dir))
+
+
+def test_label_extraction_prefers_columns():
+    response = "<think>Brows together (AU4).</think><answer>anger</answer>"
+    assert extract_labels({"emotion": "Sad", "aus": [1, 15]}, response) == {"emotion": "sadness", "aus": [1, 15]}
+    assert extract_labels({"labels": ["Sadness"], "AUs": ["AU1", "AU4"]}, "") == {"emotion": "sadness", "aus": [1, 4]}
+    assert extract_labels({"emotion": None, "aus": None}, response) == {"emotion": "anger", "aus": [4]}
+    assert extract_labels({}, "no tags at all") == {"emotion": None, "aus": []}
