@@ -54,6 +54,12 @@ def _validate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _loop(args: argparse.Namespace) -> int:
+    from .train.synth.loop import run_loop
+
+    return run_loop(args.config, args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     r"""The command-line parser with every subcommand."""
     from .data.converters import CONVERTERS
@@ -96,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="Score predictions on a benchmark; write JSON, Markdown, PNG reports.")
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=_eval)
+    loop = commands.add_parser("loop", help="Run the Facial-R1 rounds (SFT, GRPO, synthesis) from a loop YAML.")
+    loop.add_argument("config", help="The loop YAML, e.g. examples/fea_loop.yaml.")
+    loop.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys: sft_args.max_steps=10).")
+    loop.set_defaults(func=_loop)
     return parser
 
 

@@ -3,7 +3,8 @@ r"""Everything the plugin patches into LLaMA-Factory, in one place (the seam to 
 `_bootstrap` calls `on_import` when a hooked LLaMA-Factory module has been imported:
 - `llamafactory.extras.constants`: the plugin stages join `TRAINING_STAGES` (LLaMA Board's stage list);
 - `llamafactory.train.tuner`: `_training_function` (looked up at call time by `run_exp` and by Ray workers)
-  runs plugin stages and takes the plugin's YAML keys out before LLaMA-Factory's parser sees them;
+  runs plugin stages and takes the plugin's YAML keys out before LLaMA-Factory's parser sees them; the keys of
+  plugin extensions (e.g. `synthesis_callback`) are taken out for any stage and add their training callbacks;
 - `llamafactory.webui.*` (LLaMA Board): the plugin stages' settings accordions, their keys in the board's args,
   the per-reward plot and an optional default data dir (builders in `webui.py`).
 """
@@ -11,7 +12,8 @@ r"""Everything the plugin patches into LLaMA-Factory, in one place (the seam to 
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cache
 from types import ModuleType
@@ -70,28 +72,115 @@ register_stage(
 )
 
 
+@dataclass(frozen=True)
+class PluginExtension:
+    r"""Plugin YAML keys that every stage, stock or plugin, accepts, and the training callbacks they add."""
+
+    name: str
+    arguments: str
+    callbacks: str
+
+    def load_arguments(self) -> type:
+        r"""Import the dataclass of the extension's YAML keys."""
+        return _import_object(self.arguments)
+
+    def load_callbacks(self) -> Callable[..., list[Any]]:
+        r"""Import `f(extension_args, model_args, data_args, training_args, finetuning_args, generating_args)`."""
+        return _import_object(self.callbacks)
+
+
+EXTENSIONS: dict[str, PluginExtension] = {}
+
+
+def register_extension(extension: PluginExtension) -> None:
+    r"""Register a plugin extension; duplicates are refused."""
+    if extension.name in EXTENSIONS:
+        raise ValueError(f"Extension {extension.name} already exists.")
+
+    EXTENSIONS[extension.name] = extension
+
+
+register_extension(
+    PluginExtension(
+        name="synthesis_callback",
+        arguments="llamafactory_fea.train.synth.args.SynthesisCallbackArguments",
+        callbacks="llamafactory_fea.train.synth.callback.synthesis_callbacks",
+    )
+)
+
+
 def _import_object(path: str) -> Any:
     r"""Import `package.module.attribute`."""
     module_name, _, attr = path.rpartition(".")
     return getattr(importlib.import_module(module_name), attr)
 
 
-def split_plugin_args(stage: PluginStage, args: dict[str, Any] | list[str]) -> tuple[Any, dict[str, Any] | list[str]]:
-    r"""Parse a plugin stage's own keys into its dataclass; return it and the rest for LLaMA-Factory's parser."""
+def _parse_keys(arguments_cls: type, args: dict[str, Any] | list[str]) -> tuple[Any, dict[str, Any] | list[str]]:
+    r"""Parse the keys of a dataclass out of YAML/dict or command-line arguments; return it and the other arguments."""
     from transformers import HfArgumentParser
 
-    arguments_cls = stage.load_arguments()
     parser = HfArgumentParser(arguments_cls)
     if isinstance(args, dict):
         names = {f.name for f in fields(arguments_cls)}
-        (plugin_args,) = parser.parse_dict({k: v for k, v in args.items() if k in names})
-        rest = {k: v for k, v in args.items() if k not in names}
+        (parsed,) = parser.parse_dict({k: v for k, v in args.items() if k in names})
+        return parsed, {k: v for k, v in args.items() if k not in names}
+
+    parsed, rest = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    return parsed, rest
+
+
+def split_plugin_args(stage: PluginStage, args: dict[str, Any] | list[str]) -> tuple[Any, dict[str, Any] | list[str]]:
+    r"""Parse a plugin stage's own keys into its dataclass; return it and the rest for LLaMA-Factory's parser."""
+    plugin_args, rest = _parse_keys(stage.load_arguments(), args)
+    if isinstance(rest, dict):
         return plugin_args, {**rest, "stage": HOST_STAGE}
 
-    plugin_args, rest = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     rest = [HOST_STAGE if i > 0 and rest[i - 1] == "--stage" else arg for i, arg in enumerate(rest)]
     rest = [f"--stage={HOST_STAGE}" if arg.startswith("--stage=") else arg for arg in rest]
     return plugin_args, rest
+
+
+def _names_keys(names: set[str], args: dict[str, Any] | list[str]) -> bool:
+    r"""Whether YAML/dict or command-line arguments set any of the keys."""
+    if isinstance(args, dict):
+        return any(key in names for key in args)
+
+    return any(arg.startswith("--") and arg[2:].split("=", 1)[0] in names for arg in args)
+
+
+def split_extension_args(
+    args: dict[str, Any] | list[str],
+) -> tuple[list[tuple[PluginExtension, Any]], dict[str, Any] | list[str]]:
+    r"""Parse the keys of every extension the arguments use; return the extensions with their arguments, and the rest."""
+    used = []
+    for extension in EXTENSIONS.values():
+        arguments_cls = extension.load_arguments()
+        if _names_keys({f.name for f in fields(arguments_cls)}, args):
+            extension_args, args = _parse_keys(arguments_cls, args)
+            used.append((extension, extension_args))
+
+    return used, args
+
+
+@contextmanager
+def _extension_callbacks(
+    tuner: ModuleType, extensions: list[tuple[PluginExtension, Any]], callbacks: list[Any]
+) -> Iterator[None]:
+    r"""Add the extensions' callbacks as soon as LLaMA-Factory has parsed its arguments (the callbacks need them)."""
+    stock_get_train_args = tuner.get_train_args
+
+    def get_train_args(args: Any = None) -> tuple[Any, ...]:
+        parsed = stock_get_train_args(args)
+        for extension, extension_args in extensions:
+            callbacks.extend(extension.load_callbacks()(extension_args, *parsed))
+
+        return parsed
+
+    tuner.get_train_args = get_train_args
+    try:
+        yield
+    finally:
+        tuner.get_train_args = stock_get_train_args
 
 
 def _requested_stage(args: dict[str, Any] | list[str]) -> str | None:
@@ -117,6 +206,7 @@ def _run_plugin_stage(
     plugin's for the duration of the call, so logging, reporting and process-group clean-up stay stock.
     """
     plugin_args, args = split_plugin_args(stage, config.get("args"))
+    extensions, args = split_extension_args(args)
     runner = stage.load_runner()
     host_runner = getattr(tuner, f"run_{HOST_STAGE}")
 
@@ -126,7 +216,8 @@ def _run_plugin_stage(
 
     setattr(tuner, f"run_{HOST_STAGE}", run_stage)
     try:
-        original({**config, "args": args})
+        with _extension_callbacks(tuner, extensions, config["callbacks"]):
+            original({**config, "args": args})
     finally:
         setattr(tuner, f"run_{HOST_STAGE}", host_runner)
 
@@ -141,7 +232,12 @@ def _patch_tuner(tuner: ModuleType) -> None:
         args = read_args(config.get("args"))
         stage = STAGES.get(_requested_stage(args))
         if stage is None:
-            return original(config)
+            extensions, args = split_extension_args(args)
+            if not extensions:
+                return original(config)
+
+            with _extension_callbacks(tuner, extensions, config["callbacks"]):
+                return original({**config, "args": args})
 
         return _run_plugin_stage(tuner, original, stage, {**config, "args": args})
 

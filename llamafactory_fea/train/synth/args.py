@@ -1,0 +1,131 @@
+r"""YAML keys of the `synth` stage and of the synthesis callback (light: imported at every training start)."""
+
+import re
+from dataclasses import dataclass, field
+
+
+BACKENDS = ("hf", "vllm")
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass
+class SynthesisArguments:
+    r"""Arguments of reward-verified data synthesis (stage 3 of Facial-R1)."""
+
+    synth_dataset_name: str = field(
+        default="fea_synth",
+        metadata={
+            "help": "Name under which the kept samples are registered in `synth_dataset_dir/dataset_info.json`."
+        },
+    )
+    synth_dataset_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder whose `dataset_info.json` registers the synthesized dataset "
+            "(e.g. `data_registry`, so the next `fea_sft.yaml` can list it). Defaults to `output_dir`."
+        },
+    )
+    synth_dataset_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "File of the synthesized dataset, relative to `synth_dataset_dir`. Defaults to `<name>.jsonl`."
+        },
+    )
+    synth_max_retries: int = field(
+        default=5,
+        metadata={"help": "Retries after a rejected answer; each retry is told what was wrong with the last answer."},
+    )
+    synth_min_au_f1: float = field(
+        default=1.0,
+        metadata={
+            "help": "Least AU set F1 between the AUs named in <think> and the labelled AUs for a sample to be kept "
+            "(1.0, the reference rule: exactly the labelled AU set)."
+        },
+    )
+    synth_require_emotion: bool = field(
+        default=True,
+        metadata={"help": "Keep a sample only if its answer is the labelled emotion (the reference rule)."},
+    )
+    synth_strict_format: bool = field(
+        default=False,
+        metadata={
+            "help": "Also require a completion the FEA parser finds no fault with (one think block then one answer, "
+            "nothing around them, real reasoning). The reference rule only requires both tags non-empty."
+        },
+    )
+    synth_batch_size: int = field(
+        default=8,
+        metadata={"help": "Prompts generated together (first tries and retries share the batch)."},
+    )
+    synth_backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Generation backend: `hf` (batched `generate` of the model loaded by LLaMA-Factory), `vllm` "
+            "(needs `pip install vllm`), or `package.module.factory` returning an object with "
+            "`generate(requests) -> list[str]`."
+        },
+    )
+    synth_stop_after: int | None = field(
+        default=None,
+        metadata={"help": "Stop this run after this many newly processed samples per rank; run again to continue."},
+    )
+    synth_resume: bool = field(
+        default=True,
+        metadata={"help": "Continue from the journal in `output_dir` (skip processed samples); false starts afresh."},
+    )
+    synth_prompts_file: str | None = field(
+        default=None,
+        metadata={"help": "JSON file overriding the FEA prompt templates (keys of `FEAPrompts`)."},
+    )
+
+    def __post_init__(self) -> None:
+        if not _DATASET_NAME.match(self.synth_dataset_name or ""):
+            raise ValueError(
+                f"`synth_dataset_name` {self.synth_dataset_name!r} must be letters, digits, `_`, `-` or `.`."
+            )
+
+        if self.synth_max_retries < 0:
+            raise ValueError("`synth_max_retries` must be 0 or more.")
+
+        if not 0.0 <= self.synth_min_au_f1 <= 1.0:
+            raise ValueError("`synth_min_au_f1` must be between 0 and 1.")
+
+        if self.synth_batch_size < 1:
+            raise ValueError("`synth_batch_size` must be at least 1.")
+
+        if self.synth_backend not in BACKENDS and "." not in self.synth_backend:
+            raise ValueError(
+                f"Unknown `synth_backend` {self.synth_backend!r}: use {', '.join(BACKENDS)} or a dotted path."
+            )
+
+        if self.synth_stop_after is not None and self.synth_stop_after < 1:
+            raise ValueError("`synth_stop_after` must be at least 1 (or unset).")
+
+
+@dataclass
+class SynthesisCallbackArguments(SynthesisArguments):
+    r"""Keys any training YAML (SFT, GRPO) accepts to run synthesis with the in-memory model during training."""
+
+    synthesis_callback: bool = field(
+        default=False,
+        metadata={"help": "Run reward-verified synthesis with the model being trained (the `synth_*` keys apply)."},
+    )
+    synthesis_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Labelled dataset(s) of `dataset_dir` to synthesize on, comma-separated."},
+    )
+    synthesis_every_n_epochs: int | None = field(
+        default=None,
+        metadata={"help": "Also synthesize after every N epochs; unset: only at the end of training."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.synthesis_callback and not self.synthesis_dataset:
+            raise ValueError("`synthesis_callback` needs `synthesis_dataset` (a labelled dataset in `dataset_dir`).")
+
+        if self.synthesis_every_n_epochs is not None and self.synthesis_every_n_epochs < 1:
+            raise ValueError("`synthesis_every_n_epochs` must be at least 1 (or unset).")
+
+        if self.synthesis_callback and self.synth_backend == "vllm":
+            raise ValueError("The synthesis callback generates with the in-memory model: use `synth_backend: hf`.")

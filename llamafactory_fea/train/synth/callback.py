@@ -1,0 +1,134 @@
+r"""`SynthesisCallback`: reward-verified synthesis with the in-memory model, in any SFT or GRPO run.
+
+    synthesis_callback: true
+    synthesis_dataset: fea_demo          # labelled dataset(s) of dataset_dir
+    synthesis_every_n_epochs: 1          # optional; the end of training always synthesizes
+    synth_dataset_dir: data_registry     # any synth_* key of the synth stage applies
+
+Rounds work in `output_dir/synthesis/<round>/` (journal, so a resumed training resumes them too); the report of
+every round is `output_dir/synthesis/synth_report.{json,md}`. The end-of-training round is registered as
+`synth_dataset_name`, the round after epoch k as `<synth_dataset_name>_epoch<k>`, in `synth_dataset_dir`
+(default `output_dir/synthesis`). The synthesis dataset is read with the run's `dataset_dir`, `media_dir` and
+`max_samples`; generation is greedy with the run's `max_new_tokens`.
+"""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llamafactory.data import get_template_and_fix_tokenizer
+from llamafactory.model import load_tokenizer
+from transformers import TrainerCallback
+from typing_extensions import override
+
+from ._logging import get_logger
+from .engine import HuggingfaceSynthEngine
+from .job import SynthesisRoundConfig, run_synthesis_round
+from .samples import load_samples
+from .synthesizer import build_synthesizer, load_prompts
+
+
+if TYPE_CHECKING:
+    from llamafactory.hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
+    from transformers import PreTrainedModel, Seq2SeqTrainingArguments, TrainerControl, TrainerState
+
+    from .args import SynthesisCallbackArguments
+    from .report import SynthesisRound
+
+
+logger = get_logger(__name__)
+
+SYNTHESIS_DIR = "synthesis"
+
+
+class SynthesisCallback(TrainerCallback):
+    r"""Synthesizes with the model being trained at the end of training (and every N epochs if asked)."""
+
+    def __init__(
+        self,
+        synth_args: "SynthesisCallbackArguments",
+        model_args: "ModelArguments",
+        data_args: "DataArguments",
+        training_args: "Seq2SeqTrainingArguments",
+        generating_args: "GeneratingArguments",
+    ) -> None:
+        self.synth_args = synth_args
+        self.model_args = model_args
+        self.data_args = data_args
+        self.training_args = training_args
+        self.generating_args = generating_args
+        self.datasets = [name.strip() for name in synth_args.synthesis_dataset.split(",") if name.strip()]
+        self.rounds: list[SynthesisRound] = []
+
+    def synthesize(self, model: "PreTrainedModel", state: "TrainerState", name: str) -> "SynthesisRound | None":
+        r"""Run one synthesis round with `model` on every rank's shard; rank 0 returns the round."""
+        logger.info_rank0(f"Synthesis round {name} with the model at step {state.global_step}.")
+        tokenizer_module = load_tokenizer(self.model_args)
+        tokenizer = tokenizer_module["tokenizer"]
+        tokenizer.padding_side = "left"
+        template = get_template_and_fix_tokenizer(tokenizer, self.data_args)
+        with self.training_args.main_process_first(desc="load synthesis dataset"):
+            samples = load_samples(
+                self.datasets, self.model_args, self.data_args, self.training_args, load_prompts(self.synth_args)
+            )
+
+        engine = HuggingfaceSynthEngine(model, template, self.generating_args, **tokenizer_module)
+        report_dir = Path(self.training_args.output_dir) / SYNTHESIS_DIR
+        config = SynthesisRoundConfig.from_args(
+            self.synth_args,
+            name=name,
+            datasets=self.datasets,
+            run_dir=report_dir / name,
+            report_dir=report_dir,
+            global_step=state.global_step,
+        )
+        config.dataset_dir = Path(self.synth_args.synth_dataset_dir or report_dir)
+        config.dataset_file = f"{name}.jsonl"
+        synthesis_round = run_synthesis_round(
+            build_synthesizer(engine, self.synth_args),
+            samples,
+            config,
+            rank=self.training_args.process_index,
+            world_size=self.training_args.world_size,
+        )
+        if synthesis_round is not None:
+            self.rounds.append(synthesis_round)
+
+        return synthesis_round
+
+    @override
+    def on_epoch_end(
+        self, args: "Seq2SeqTrainingArguments", state: "TrainerState", control: "TrainerControl", **kwargs: Any
+    ) -> None:
+        every = self.synth_args.synthesis_every_n_epochs
+        epoch = round(state.epoch or 0)
+        if every and epoch > 0 and epoch % every == 0 and state.global_step < state.max_steps:
+            self.synthesize(kwargs["model"], state, f"{self.synth_args.synth_dataset_name}_epoch{epoch}")
+
+    @override
+    def on_train_end(
+        self, args: "Seq2SeqTrainingArguments", state: "TrainerState", control: "TrainerControl", **kwargs: Any
+    ) -> None:
+        self.synthesize(kwargs["model"], state, self.synth_args.synth_dataset_name)
+
+
+def synthesis_callbacks(
+    synth_args: "SynthesisCallbackArguments",
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "FinetuningArguments",
+    generating_args: "GeneratingArguments",
+) -> list[TrainerCallback]:
+    r"""The callbacks of the `synthesis_callback` extension (none unless `synthesis_callback: true`)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not synth_args.synthesis_callback:
+        return []
+
+    if is_deepspeed_zero3_enabled() or training_args.fsdp:
+        raise ValueError(
+            "`synthesis_callback` generates with each rank's full model copy: it does not work with DeepSpeed "
+            "ZeRO-3 or FSDP. Run `stage: synth` on the saved model instead."
+        )
+
+    return [SynthesisCallback(synth_args, model_args, data_args, training_args, generating_args)]

@@ -1,0 +1,105 @@
+r"""The synthesis report: per round, generated, kept, rejected by reason, skipped, retries and acceptance rate."""
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data.records import atomic_write_text
+
+
+REPORT_JSON = "synth_report.json"
+REPORT_TEXT = "synth_report.md"
+
+
+@dataclass
+class SynthesisRound:
+    r"""What one round of synthesis did (counts over the whole journal, across restarts and ranks)."""
+
+    name: str
+    datasets: list[str]
+    samples: int = 0
+    processed: int = 0
+    generated: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    kept_after_retry: int = 0
+    acceptance_rate: float = 0.0
+    complete: bool = False
+    dataset_name: str | None = None
+    dataset_file: str | None = None
+    registered_in: str | None = None
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+    @classmethod
+    def from_entries(
+        cls, name: str, datasets: list[str], samples: int, entries: list[dict[str, Any]]
+    ) -> "SynthesisRound":
+        r"""Count the journal entries of a round."""
+        statuses = Counter(entry["status"] for entry in entries)
+        rejected = Counter(entry["reason"] for entry in entries if entry["status"] == "rejected")
+        skipped = Counter(entry["reason"] for entry in entries if entry["status"] == "skipped")
+        kept = statuses["kept"]
+        generated = kept + statuses["rejected"]
+        return cls(
+            name=name,
+            datasets=datasets,
+            samples=samples,
+            processed=len(entries),
+            generated=generated,
+            kept=kept,
+            rejected=dict(rejected.most_common()),
+            skipped=dict(skipped.most_common()),
+            retries=sum(entry["retries"] for entry in entries),
+            kept_after_retry=sum(1 for entry in entries if entry["status"] == "kept" and entry["retries"] > 0),
+            acceptance_rate=kept / generated if generated else 0.0,
+            complete=len(entries) == samples,
+        )
+
+    def summary(self) -> str:
+        r"""A few readable lines."""
+        status = "" if self.complete else f" (incomplete: {self.processed} of {self.samples} processed, run again)"
+        lines = [
+            f"Synthesis round {self.name!r} on {', '.join(self.datasets)}{status}:",
+            f"  generated {self.generated}, kept {self.kept} ({self.acceptance_rate:.1%}), "
+            f"rejected {sum(self.rejected.values())}, skipped {sum(self.skipped.values())}",
+        ]
+        if self.rejected:
+            lines.append("  rejected by reason: " + ", ".join(f"{k} {v}" for k, v in self.rejected.items()))
+        if self.skipped:
+            lines.append("  skipped by reason: " + ", ".join(f"{k} {v}" for k, v in self.skipped.items()))
+
+        lines.append(f"  retries used {self.retries}; kept after a retry {self.kept_after_retry}")
+        if self.seconds:
+            lines.append(f"  this run: {self.seconds:.1f} s, {self.samples_per_second:.2f} samples/s")
+        if self.registered_in:
+            lines.append(
+                f"  dataset {self.dataset_name!r} -> {self.dataset_file} (registered in {self.registered_in})"
+            )
+        elif self.dataset_file:
+            lines.append(f"  no sample kept: {self.dataset_file} written, dataset not registered")
+
+        return "\n".join(lines)
+
+
+def read_rounds(report_dir: "str | Path") -> list[SynthesisRound]:
+    r"""The rounds of an existing report in a folder (none if there is no report)."""
+    path = Path(report_dir) / REPORT_JSON
+    if not path.is_file():
+        return []
+
+    return [SynthesisRound(**item) for item in json.loads(path.read_text(encoding="utf-8"))["rounds"]]
+
+
+def write_report(report_dir: "str | Path", synthesis_round: SynthesisRound) -> list[SynthesisRound]:
+    r"""Add (or replace, by name) a round in the folder's JSON and readable reports, atomically; return all rounds."""
+    rounds = [item for item in read_rounds(report_dir) if item.name != synthesis_round.name] + [synthesis_round]
+    report = {"rounds": [asdict(item) for item in rounds]}
+    atomic_write_text(Path(report_dir) / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    text = "# Synthesis report\n\n" + "\n\n".join(item.summary() for item in rounds) + "\n"
+    atomic_write_text(Path(report_dir) / REPORT_TEXT, text)
+    return rounds

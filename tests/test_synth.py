@@ -1,0 +1,486 @@
+r"""Synthesis with scripted engines: the keep rule, retries with feedback, the journal, resume, shards, the report."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from llamafactory_fea.fea.aus import AU_PATTERN
+from llamafactory_fea.fea.parsing import parse_completion
+from llamafactory_fea.train.synth.args import SynthesisArguments, SynthesisCallbackArguments
+from llamafactory_fea.train.synth.engine import GenerationRequest
+from llamafactory_fea.train.synth.job import Journal, SynthesisRoundConfig, read_journals, run_synthesis_round
+from llamafactory_fea.train.synth.report import read_rounds
+from llamafactory_fea.train.synth.samples import SynthSample
+from llamafactory_fea.train.synth.synthesizer import KeepRule, Synthesizer, judge
+
+
+SAD = "<think>The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15).</think><answer>sadness</answer>"
+WRONG_EMOTION = "<think>The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15).</think><answer>anger</answer>"
+NO_TAGS = "The face is sad, with raised inner brows (AU1) and lowered brows (AU4)."
+AU_TOO_MANY = "<think>The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15), the cheeks rise (AU6).</think><answer>sadness</answer>"
+AU_MISSING = "<think>The inner brows are raised (AU1) and the brows are lowered (AU4), nothing else.</think><answer>sadness</answer>"
+EMPTY_ANSWER = "<think>The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15).</think><answer></answer>"
+TWO_EMOTIONS = "<think>The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15).</think><answer>sadness or anger</answer>"
+
+
+class ScriptedEngine:
+    r"""Answers each sample with its scripted completions in turn (the last one repeats); records every request."""
+
+    def __init__(self, scripts: dict[str, list[str]]) -> None:
+        self.scripts = {key: list(outputs) for key, outputs in scripts.items()}
+        self.requests: list[GenerationRequest] = []
+        self.batches: list[int] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[str]:
+        self.requests.extend(requests)
+        self.batches.append(len(requests))
+        outputs = []
+        for request in requests:
+            script = self.scripts[request.key]
+            outputs.append(script.pop(0) if len(script) > 1 else script[0])
+
+        return outputs
+
+    def prompts(self, key: str) -> list[str]:
+        return [request.prompt for request in self.requests if request.key == key]
+
+
+HINT = re.compile(r"the face shows (\w+), and its active action units are (.*?)\. Explain")
+
+
+class HintFollowingEngine:
+    r"""A model that follows the guided prompt's hints, but gets the emotion wrong on the first try of every
+    other sample and never writes tags for surprise faces: some samples are kept at once, some after a retry,
+    some never. Used by the e2e tests through `synth_backend: tests.test_synth.hint_following_engine`."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[str]:
+        outputs = []
+        for request in requests:
+            emotion, au_text = HINT.search(request.prompt).groups()
+            aus = " and ".join(f"the muscle moves (AU{au})" for au in AU_PATTERN.findall(au_text))
+            if emotion == "surprise":
+                outputs.append(f"I think it is {emotion}.")
+            elif "rejected" not in request.prompt and sum(map(ord, request.key)) % 2:
+                outputs.append(f"<think>Here {aus}.</think><answer>neutral</answer>")
+            else:
+                outputs.append(f"<think>Here {aus}.</think><answer>{emotion}</answer>")
+
+        return outputs
+
+
+def hint_following_engine(**kwargs) -> HintFollowingEngine:
+    r"""Engine factory for `synth_backend` (receives the LLaMA-Factory arguments, needs none)."""
+    return HintFollowingEngine()
+
+
+@pytest.fixture()
+def face(tmp_path: Path) -> str:
+    path = tmp_path / "face.png"
+    Image.new("RGB", (32, 32), (200, 150, 120)).save(path)
+    return str(path)
+
+
+def make_sample(key: str, index: int, image: str, emotion: str | None = "sadness", aus=(1, 4, 15)) -> SynthSample:
+    problem = None if emotion and aus else "no_labels"
+    return SynthSample(
+        key=key,
+        index=index,
+        id=key,
+        source="test",
+        image=image,
+        emotion=emotion,
+        aus=tuple(aus),
+        question="What emotion does this face show?",
+        problem=problem,
+    )
+
+
+@pytest.fixture()
+def cases(face: str, tmp_path: Path) -> tuple[list[SynthSample], dict[str, list[str]]]:
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    scripts = {
+        "right": [SAD],
+        "wrong_emotion": [WRONG_EMOTION],
+        "missing_tags": [NO_TAGS],
+        "au_too_many": [AU_TOO_MANY],
+        "good_on_second_retry": [WRONG_EMOTION, AU_MISSING, SAD],
+        "empty_answer": [EMPTY_ANSWER],
+        "two_emotions": [TWO_EMOTIONS],
+        "good_on_last_retry": [NO_TAGS, NO_TAGS, SAD],
+        "good_too_late": [NO_TAGS, NO_TAGS, NO_TAGS, SAD],
+        "no_labels": [SAD],
+        "corrupt_image": [SAD],
+        "missing_image": [SAD],
+    }
+    samples = [make_sample(key, i, face) for i, key in enumerate(scripts)]
+    samples[9] = make_sample("no_labels", 9, face, emotion=None)
+    samples[10] = make_sample("corrupt_image", 10, str(corrupt))
+    samples[11] = make_sample("missing_image", 11, str(tmp_path / "nowhere.png"))
+    return samples, scripts
+
+
+def test_keep_rule_retries_and_feedback(cases):
+    samples, scripts = cases
+    engine = ScriptedEngine(scripts)
+    synthesizer = Synthesizer(engine, KeepRule(), max_retries=2, batch_size=3)
+    results = {result.sample.key: result for result in synthesizer.run(samples)}
+
+    assert {key for key, result in results.items() if result.status == "kept"} == {
+        "right",
+        "good_on_second_retry",
+        "good_on_last_retry",
+    }
+    statuses = {key: (result.status, result.reason, result.retries) for key, result in results.items()}
+    assert statuses == {
+        "right": ("kept", None, 0),
+        "wrong_emotion": ("rejected", "emotion_mismatch", 2),
+        "missing_tags": ("rejected", "missing_tags", 2),
+        "au_too_many": ("rejected", "au_mismatch", 2),
+        "good_on_second_retry": ("kept", None, 2),
+        "empty_answer": ("rejected", "empty_answer", 2),
+        "two_emotions": ("rejected", "emotion_mismatch", 2),
+        "good_on_last_retry": ("kept", None, 2),
+        "good_too_late": ("rejected", "missing_tags", 2),
+        "no_labels": ("skipped", "no_labels", 0),
+        "corrupt_image": ("skipped", "unreadable_image", 0),
+        "missing_image": ("skipped", "unreadable_image", 0),
+    }
+    assert all(batch <= 3 for batch in engine.batches)
+    assert not engine.prompts("no_labels")
+    assert not engine.prompts("corrupt_image")
+
+    # the first prompt is the guided one; each retry shows the last answer and says what was wrong with it
+    first, second, third = engine.prompts("good_on_second_retry")
+    assert "the face shows sadness" in first
+    assert "AU15 lip corner depressor" in first
+    assert "rejected" not in first
+    assert first in second
+    assert WRONG_EMOTION in second
+    assert "The answer was 'anger' but the face shows sadness: answer sadness." in second
+    assert first in third
+    assert AU_MISSING in third
+    assert WRONG_EMOTION not in third
+    assert "left out AU15" in third
+
+    too_many = engine.prompts("au_too_many")[1]
+    assert "named AU6, which is not active on this face" in too_many
+    assert "name exactly AU1, AU4 and AU15" in too_many
+    assert "Put the reasoning inside <think> and </think>." in engine.prompts("missing_tags")[1]
+    assert "several emotions" in engine.prompts("two_emotions")[1]
+
+
+def test_kept_row_is_the_ordinary_question_with_the_kept_reasoning(cases):
+    samples, scripts = cases
+    results = {r.sample.key: r for r in Synthesizer(ScriptedEngine(scripts), max_retries=2).run(samples)}
+    row = results["good_on_second_retry"].row
+    assert row["messages"][0] == {"role": "user", "content": "<image>What emotion does this face show?"}
+    assert row["messages"][1]["content"] == SAD
+    assert row["emotion"] == "sadness"
+    assert row["aus"] == [1, 4, 15]
+    assert row["id"] == "good_on_second_retry"
+    assert results["good_on_second_retry"].reasons == [["emotion_mismatch"], ["au_mismatch"], []]
+
+
+def test_relaxed_thresholds(cases):
+    samples, scripts = cases
+    rule = KeepRule(min_au_f1=0.8, require_emotion=False)
+    results = {r.sample.key: r for r in Synthesizer(ScriptedEngine(scripts), rule, max_retries=0).run(samples)}
+    kept = {key for key, result in results.items() if result.status == "kept"}
+    # F1 of {1,4,15,6} vs {1,4,15} is 6/7 >= 0.8; a wrong or double emotion passes; empty tags never do
+    assert kept == {"right", "wrong_emotion", "au_too_many", "two_emotions", "good_on_second_retry"}
+    assert results["wrong_emotion"].row["messages"][1]["content"].endswith("<answer>sadness</answer>")
+
+
+def test_strict_format_rejects_what_the_reference_rule_keeps(face: str):
+    bare = "<think>AU1 AU4 AU15</think><answer>sadness</answer>"
+    sample = make_sample("bare", 0, face)
+    reference = judge(parse_completion(bare), "sadness", frozenset({1, 4, 15}), KeepRule())
+    strict = judge(parse_completion(bare), "sadness", frozenset({1, 4, 15}), KeepRule(strict_format=True))
+    assert reference.kept
+    assert not strict.kept
+    assert strict.reason == "format"
+    results = list(
+        Synthesizer(ScriptedEngine({"bare": [bare]}), KeepRule(strict_format=True), max_retries=1).run([sample])
+    )
+    assert results[0].status == "rejected"
+    assert results[0].retries == 1
+
+
+def _config(tmp_path: Path, **kwargs) -> SynthesisRoundConfig:
+    return SynthesisRoundConfig(
+        name="fea_synth_test",
+        datasets=["test"],
+        run_dir=tmp_path / "run",
+        dataset_dir=tmp_path / "registry",
+        dataset_name="fea_synth_test",
+        dataset_file="synth/fea_synth_test.jsonl",
+        **kwargs,
+    )
+
+
+def _keys(run_dir: Path) -> list[str]:
+    return [entry["key"] for path in sorted(run_dir.glob("synth_journal.rank*.jsonl")) for entry in Journal.read(path)]
+
+
+def test_round_journal_resume_and_report(cases, tmp_path: Path):
+    samples, scripts = cases
+    config = _config(tmp_path, stop_after=5)
+    first = run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=2, batch_size=2), samples, config)
+    assert len(_keys(config.run_dir)) == 5
+    assert not first.complete
+
+    engine = ScriptedEngine(scripts)
+    config.stop_after = None
+    synthesis_round = run_synthesis_round(Synthesizer(engine, max_retries=2, batch_size=2), samples, config)
+    keys = _keys(config.run_dir)
+    assert sorted(keys) == sorted(sample.key for sample in samples)  # every sample exactly once
+    assert {request.key for request in engine.requests}.isdisjoint(set(keys[:5]))  # nothing redone
+
+    rows = [json.loads(line) for line in (config.dataset_dir / config.dataset_file).read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["right", "good_on_second_retry", "good_on_last_retry"]  # source order
+    assert rows[0]["images"] == [samples[0].image]  # outside the registry folder: absolute
+    info = json.loads((config.dataset_dir / "dataset_info.json").read_text())
+    assert info["fea_synth_test"]["file_name"] == "synth/fea_synth_test.jsonl"
+
+    assert synthesis_round.complete
+    assert (synthesis_round.generated, synthesis_round.kept, synthesis_round.processed) == (9, 3, 12)
+    assert synthesis_round.rejected == {"emotion_mismatch": 2, "missing_tags": 2, "au_mismatch": 1, "empty_answer": 1}
+    assert synthesis_round.skipped == {"unreadable_image": 2, "no_labels": 1}
+    assert synthesis_round.retries == 6 * 2 + 2 + 2
+    assert synthesis_round.kept_after_retry == 2
+    assert synthesis_round.acceptance_rate == pytest.approx(3 / 9)
+    report = json.loads((config.run_dir / "synth_report.json").read_text())
+    assert report["rounds"][0]["kept"] == 3
+    assert [r.name for r in read_rounds(config.run_dir)] == ["fea_synth_test"]
+    assert "kept 3 (33.3%)" in (config.run_dir / "synth_report.md").read_text()
+
+
+def test_a_line_cut_by_a_kill_is_redone(cases, tmp_path: Path):
+    samples, scripts = cases
+    config = _config(tmp_path, stop_after=3)
+    run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=2), samples, config)
+    journal = config.run_dir / "synth_journal.rank0.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:2]) + lines[2][:40])  # killed in the middle of the third line
+
+    assert [entry["key"] for entry in Journal.read(journal)] == [samples[0].key, samples[1].key]
+    config.stop_after = None
+    run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=2), samples, config)
+    assert sorted(_keys(config.run_dir)) == sorted(sample.key for sample in samples)
+    assert all(line.endswith("}") for line in journal.read_text().splitlines())
+
+
+def test_shards_are_merged_in_source_order(cases, tmp_path: Path):
+    samples, scripts = cases
+    config = _config(tmp_path)
+    engines = {rank: ScriptedEngine(scripts) for rank in (0, 1)}
+    assert run_synthesis_round(Synthesizer(engines[1], max_retries=2), samples, config, rank=1, world_size=2) is None
+    synthesis_round = run_synthesis_round(
+        Synthesizer(engines[0], max_retries=2), samples, config, rank=0, world_size=2
+    )
+
+    assert {r.key for r in engines[1].requests} <= {s.key for s in samples[1::2]}
+    assert {r.key for r in engines[0].requests} <= {s.key for s in samples[0::2]}
+    rank1 = Journal.read(config.run_dir / "synth_journal.rank1.jsonl")
+    assert sorted(entry["key"] for entry in rank1) == sorted(s.key for s in samples[1::2])
+    rows = (config.dataset_dir / config.dataset_file).read_text().splitlines()
+    assert [json.loads(row)["id"] for row in rows] == ["right", "good_on_second_retry", "good_on_last_retry"]
+    assert synthesis_round.complete
+    assert len(read_journals(config.run_dir)) == len(samples)
+
+
+def test_no_resume_starts_afresh(cases, tmp_path: Path):
+    samples, scripts = cases
+    config = _config(tmp_path)
+    run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=0), samples, config)
+    config.resume = False
+    engine = ScriptedEngine(scripts)
+    run_synthesis_round(Synthesizer(engine, max_retries=0), samples, config)
+    assert len(_keys(config.run_dir)) == len(samples)
+    assert len(engine.requests) == 9
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"synth_max_retries": -1}, "synth_max_retries"),
+        ({"synth_min_au_f1": 1.5}, "synth_min_au_f1"),
+        ({"synth_batch_size": 0}, "synth_batch_size"),
+        ({"synth_backend": "tgi"}, "synth_backend"),
+        ({"synth_dataset_name": "a b"}, "synth_dataset_name"),
+    ],
+)
+def test_arguments_are_validated(overrides: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        SynthesisArguments(**overrides)
+
+
+def test_callback_arguments_need_a_dataset():
+    with pytest.raises(ValueError, match="synthesis_dataset"):
+        SynthesisCallbackArguments(synthesis_callback=True)
+
+    assert SynthesisCallbackArguments(synthesis_callback=True, synthesis_dataset="fea_demo").synth_max_retries == 5
+
+
+def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_path: Path, face: str):
+    from llamafactory.hparams import get_train_args
+
+    from llamafactory_fea.data.records import FEARecord, register_dataset, write_jsonl
+    from llamafactory_fea.train.synth.samples import load_samples
+
+    Image.open(face).save(tmp_path / "a.png")
+    rows = [
+        FEARecord("x", "a.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb", question="Which emotion?").to_row(),
+        FEARecord("x", "a.png", "contempt", [12, 14], "r (AU12)", "rafdb").to_row(),  # same id, outside rafdb's space
+        {
+            "messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": SAD}],
+            "images": ["a.png"],
+        },
+        FEARecord("y", "missing.png", "anger", [], None, "demo").to_row(),  # no AU labels
+    ]
+    write_jsonl(tmp_path / "set.jsonl", rows)
+    register_dataset(tmp_path, "fea_set", "set.jsonl")
+    model_args, data_args, training_args, _, _ = get_train_args(
+        {
+            "model_name_or_path": "unused",
+            "stage": "sft",
+            "dataset": "fea_set",
+            "dataset_dir": str(tmp_path),
+            "output_dir": str(tmp_path / "out"),
+            "template": "qwen2_vl",
+            "preprocessing_num_workers": 1,
+        }
+    )
+    samples = load_samples(data_args.dataset, model_args, data_args, training_args)
+
+    assert [s.key for s in samples] == ["fea_set/x", "fea_set/x#1", "fea_set/2", "fea_set/y"]
+    assert [s.index for s in samples] == [0, 1, 2, 3]
+    assert (samples[0].question, samples[0].emotion, samples[0].aus) == ("Which emotion?", "sadness", (1, 4, 15))
+    assert samples[0].image == str(tmp_path / "a.png")
+    assert "contempt" in samples[1].label_space
+    assert (samples[2].emotion, samples[2].aus, samples[2].question) == ("sadness", (1, 4, 15), "Q")  # parsed
+    assert [s.problem for s in samples] == [None, None, None, "no_labels"]
+
+
+def test_model_chain_follows_llamafactorys_adapter_rules():
+    from llamafactory_fea.train.synth.loop import ModelChain
+
+    base = ModelChain("base")
+    sft = base.after_training({"finetuning_type": "lora"}, "sft")
+    assert sft.keys() == {"model_name_or_path": "base", "adapter_name_or_path": "sft"}
+    grpo = sft.after_training({"finetuning_type": "lora", "create_new_adapter": True}, "grpo")
+    assert grpo.adapters == ["sft", "grpo"]
+    assert grpo.after_training({"finetuning_type": "lora"}, "more").adapters == ["sft", "more"]  # resumes the last
+    assert grpo.after_training({"finetuning_type": "full"}, "full").keys() == {
+        "model_name_or_path": "full",
+        "adapter_name_or_path": None,
+    }
+
+
+def test_loop_stops_when_acceptance_stops_improving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from llamafactory_fea.data.records import register_dataset
+    from llamafactory_fea.train.synth import loop
+
+    register_dataset(tmp_path / "data", "seed", "seed.jsonl")
+    (tmp_path / "sft.yaml").write_text("model_name_or_path: base\nstage: sft\n")
+    config = tmp_path / "loop.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path / 'loop'}\nrounds: 5\nmin_improvement: 0.05\nseed_dataset: seed\n"
+        f"dataset_dir: {tmp_path / 'data'}\nsft: {tmp_path / 'sft.yaml'}\ngrpo: null\n"
+    )
+    rates = iter([0.2, 0.5, 0.52, 0.9])
+    seen = []
+
+    def run_round(self, k, chain, previous_synth):
+        seen.append((k, chain.model_name_or_path, previous_synth))
+        rate = next(rates)
+        record = {"round": k, "generated": 10, "kept": int(rate * 10), "acceptance_rate": rate}
+        return {**record, "synth_dataset": f"s{k}", "eval": None}, loop.ModelChain(f"model{k}")
+
+    monkeypatch.setattr(loop.Loop, "run_round", run_round)
+    records = loop.Loop(loop.LoopArguments.from_yaml(config, ["sft_init=previous"])).run()
+
+    assert [r["round"] for r in records] == [1, 2, 3]  # +0.02 after round 3 is no improvement
+    assert seen == [(1, "base", None), (2, "model1", "s1"), (3, "model2", "s2")]
+    report = json.loads((tmp_path / "loop" / "loop_report.json").read_text())
+    assert report["stopped"] == "acceptance stopped improving after round 3"
+    assert "| 3 | 10 | 5 | 52.0% | s3 | - | - | - |" in (tmp_path / "loop" / "loop_report.md").read_text()
+    registry = json.loads((tmp_path / "loop" / "data" / "dataset_info.json").read_text())
+    assert registry["seed"]["file_name"] == str(tmp_path / "data" / "seed.jsonl")
+
+
+def test_loop_refuses_unknown_keys(tmp_path: Path):
+    from llamafactory_fea.train.synth.loop import LoopArguments
+
+    config = tmp_path / "loop.yaml"
+    config.write_text("output_dir: out\nseed_dataset: seed\nround: 2\n")
+    with pytest.raises(ValueError, match="unknown loop keys"):
+        LoopArguments.from_yaml(config)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"stage": "sft", "synthesis_callback": True, "synthesis_dataset": "fea_demo", "synth_max_retries": 2, "lr": 1},
+        ["--stage", "sft", "--synthesis_callback", "true", "--synthesis_dataset=fea_demo", "--synth_max_retries", "2"],
+    ],
+)
+def test_extension_keys_are_taken_out_for_any_stage(args):
+    from llamafactory_fea import integration
+
+    (extension, extension_args), *others = integration.split_extension_args(args)[0]
+    rest = integration.split_extension_args(args)[1]
+    assert not others
+    assert extension.name == "synthesis_callback"
+    assert (extension_args.synthesis_dataset, extension_args.synth_max_retries) == ("fea_demo", 2)
+    assert all("synth" not in key for key in rest)
+    assert integration.split_extension_args({"stage": "sft", "lr": 1}) == ([], {"stage": "sft", "lr": 1})
+
+
+def test_extension_callbacks_join_the_run_after_argument_parsing():
+    import types
+
+    from llamafactory_fea import integration
+    from llamafactory_fea.train.synth.callback import SynthesisCallback
+
+    parsed = (types.SimpleNamespace(), types.SimpleNamespace(), types.SimpleNamespace(fsdp=""), None, None)
+    tuner = types.SimpleNamespace(get_train_args=lambda args: parsed)
+    callbacks = []
+    extensions, _ = integration.split_extension_args({"synthesis_callback": True, "synthesis_dataset": "a,b"})
+    with integration._extension_callbacks(tuner, extensions, callbacks):
+        assert tuner.get_train_args({}) == parsed
+
+    assert tuner.get_train_args({}) == parsed
+    (callback,) = callbacks
+    assert isinstance(callback, SynthesisCallback)
+    assert callback.datasets == ["a", "b"]
+
+
+def test_vllm_backend_says_how_to_install_it():
+    from llamafactory.extras.packages import is_vllm_available
+
+    from llamafactory_fea.train.synth.engine import VllmSynthEngine
+
+    if is_vllm_available():
+        pytest.skip("vLLM is installed here")
+
+    with pytest.raises(ImportError, match="pip install vllm"):
+        VllmSynthEngine(template=None, model_args=None, generating_args=None, tokenizer=None)
+
+
+def test_engine_factory_by_dotted_path():
+    from llamafactory_fea.train.synth.engine import create_engine
+
+    def create(backend: str):
+        synth_args = SynthesisArguments(synth_backend=backend)
+        return create_engine(synth_args, None, None, None, None, None, tokenizer=None)
+
+    assert isinstance(create("tests.test_synth.hint_following_engine"), HintFollowingEngine)
+    with pytest.raises(ValueError, match="Cannot import the synthesis engine factory"):
+        create("tests.test_synth.no_such_factory")
+    with pytest.raises(ValueError, match="needs a loaded model"):
+        create("hf")
