@@ -102,6 +102,13 @@ def test_lora_grpo_trains_on_the_labels_saves_and_resumes(tiny_model: Path, tmp_
         assert (folder / "preprocessor_config.json").exists()
     assert (output_dir / "training_rewards_fea_emotion_mean.png").exists()
 
+    chained = run_grpo(  # stage 2 on top of an earlier adapter (the SFT one in examples/fea_grpo.yaml)
+        tiny_model, tmp_path / "chained", record, f"adapter_name_or_path={output_dir}", "max_steps=1"
+    )
+    assert chained.returncode == 0, chained.stderr[-3000:]
+    assert "Merged 1 adapter(s)" in chained.stdout + chained.stderr
+    assert (tmp_path / "chained" / "adapter_model.safetensors").exists()
+
     resumed = run_grpo(
         tiny_model, output_dir, record, "max_steps=3", f"resume_from_checkpoint={output_dir / 'checkpoint-2'}"
     )

@@ -134,10 +134,11 @@ def run_grpo(
     _warn_unused(model_args, finetuning_args, generating_args, grpo_args)
     tokenizer_module = load_tokenizer(model_args)
     tokenizer, processor = tokenizer_module["tokenizer"], tokenizer_module["processor"]
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    dataset_module = get_grpo_dataset(template, model_args, data_args, training_args, grpo_args, **tokenizer_module)
     if grpo_args.max_prompt_length is not None and processor is not None:
         raise ValueError("grpo key `max_prompt_length` must be null with a multimodal model: truncation cuts images.")
+
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    dataset_module = get_grpo_dataset(template, model_args, data_args, training_args, grpo_args, **tokenizer_module)
 
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
     rollout_kwargs = generation_kwargs(grpo_args, tokenizer, template.mm_plugin)
@@ -164,7 +165,7 @@ def run_grpo(
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         if trainer.is_world_process_zero() and finetuning_args.plot_loss:
-            keys = ["loss", "reward", "kl", "completions/mean_length", *FEA_METRICS]
+            keys = ["loss", "reward", *(["kl"] if grpo_args.beta > 0 else []), "completions/mean_length", *FEA_METRICS]
             keys += [f"rewards/{name}/mean" for name in trainer.reward_func_names]
             plot_loss(training_args.output_dir, keys=keys)
 
