@@ -107,18 +107,22 @@ def _run_stage(stage: DemoStage, model: Path, log_path: Path) -> float:
 
 
 def _figures(output_dir: Path) -> str:
-    r"""The loss (first -> last) and the last logged rewards of a stage, from its `trainer_log.jsonl`."""
-    log_file = output_dir / "trainer_log.jsonl"
-    if not log_file.exists():
-        return ""
+    r"""What a stage did: loss (first -> last) and mean rewards from `trainer_log.jsonl`, or synthesis counts."""
+    synth_report = output_dir / "synth_report.json"
+    if synth_report.exists():
+        rounds = json.loads(synth_report.read_text(encoding="utf-8"))["rounds"]
+        return "; ".join(f"generated {r['generated']}, kept {r['kept']} ({r['acceptance_rate']:.0%})" for r in rounds)
 
-    logs = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    log_file = output_dir / "trainer_log.jsonl"
+    logs = (
+        [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()] if log_file.exists() else []
+    )
     logs = [log for log in logs if "loss" in log]
     if not logs:
         return ""
 
     figures = [f"loss {logs[0]['loss']:.4g} -> {logs[-1]['loss']:.4g}"]
-    figures += [f"{key} {value:.3g}" for key, value in logs[-1].items() if key.startswith("reward")]
+    figures += [f"{key} {value:.3g}" for key, value in logs[-1].items() if key.endswith("/mean")]
     return ", ".join(figures)
 
 
