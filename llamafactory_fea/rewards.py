@@ -17,7 +17,7 @@ from typing import Any
 
 from .fea.aus import AU_CATALOGUE, supports_emotion
 from .fea.emotions import try_normalize_emotion
-from .fea.parsing import FORMAT_PATTERN, ParsedCompletion, parse_completion
+from .fea.parsing import FORMAT_PATTERN, completion_text, parse_completion
 
 
 RewardFunc = Callable[..., list[float | None]]
@@ -29,7 +29,6 @@ REFERENCE_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 REFERENCE_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
 REFERENCE_AU = re.compile(r"AU\d+")
 _LABEL_AU = re.compile(r"(?i)(?:AU)?\s*0*(\d{1,6})")
-_LONG_NUMBER = re.compile(r"\d{7,}")
 AU_WEIGHT_COLUMN = "au_weight"
 REFERENCE_WEIGHT_SCALE = 10.0
 
@@ -66,40 +65,6 @@ def get_reward(name: str) -> RewardFunc:
         raise ValueError(f"Reward {name!r} is not a function.")
 
     return func
-
-
-def completion_text(completion: Any) -> str:
-    r"""The text of a completion: a string, a chat message, or a list of messages (TRL's conversational form).
-
-    >>> completion_text([{"role": "assistant", "content": "<answer>anger</answer>"}])
-    '<answer>anger</answer>'
-    """
-    if completion is None:
-        return ""
-
-    if isinstance(completion, str):
-        return completion
-
-    if isinstance(completion, dict):
-        completion = [completion]
-
-    if not isinstance(completion, (list, tuple)):
-        return str(completion)
-
-    parts = []
-    for message in completion:
-        content = message.get("content") if isinstance(message, dict) else message
-        if isinstance(content, (list, tuple)):  # multimodal content parts
-            content = "".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
-
-        parts.append("" if content is None else str(content))
-
-    return "".join(parts)
-
-
-def _parse(completion: Any) -> ParsedCompletion:
-    r"""`parse_completion` of a completion's text; digit runs too long for `int` become an out-of-catalogue AU."""
-    return parse_completion(_LONG_NUMBER.sub("999999", completion_text(completion)))
 
 
 def clean_answer(text: str) -> str:
@@ -286,7 +251,7 @@ def fea_strict_format(completions: list[Any], **kwargs) -> list[float | None]:
     ... )
     [1.0, 0.0]
     """
-    return [1.0 if _parse(c).ok else 0.0 for c in completions]
+    return [1.0 if parse_completion(c).ok else 0.0 for c in completions]
 
 
 @register_reward("fea_strict_emotion", 0.0, 1.0)
@@ -305,7 +270,7 @@ def fea_strict_emotion(
             rewards.append(None)
             continue
 
-        parsed = _parse(completion)
+        parsed = parse_completion(completion)
         rewards.append(1.0 if parsed.ok and parsed.emotion == expected else 0.0)
 
     return rewards
@@ -327,7 +292,7 @@ def fea_strict_au_f1(
             rewards.append(None)
             continue
 
-        parsed = _parse(completion)
+        parsed = parse_completion(completion)
         rewards.append(2 * au_f1(parsed.aus, labelled) - 1 if parsed.ok else -1.0)
 
     return rewards
@@ -344,7 +309,7 @@ def fea_consistency(completions: list[Any], **kwargs) -> list[float | None]:
     """
     rewards: list[float | None] = []
     for completion in completions:
-        parsed = _parse(completion)
+        parsed = parse_completion(completion)
         rewards.append(1.0 if parsed.ok and supports_emotion(parsed.aus, parsed.emotion) else 0.0)
 
     return rewards
@@ -368,7 +333,7 @@ def fea_au_hallucination(
             rewards.append(None)
             continue
 
-        predicted = _parse(completion).aus
+        predicted = parse_completion(completion).aus
         claimed = {au for au in predicted if au not in labelled or au not in AU_CATALOGUE}
         rewards.append(-len(claimed) / len(predicted) if predicted else 0.0)
 

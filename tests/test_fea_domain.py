@@ -156,3 +156,10 @@ def test_prompts_carry_catalogue_labels_and_hints(tmp_path: Path):
     custom.write_text(json.dumps({"questions": "x"}), encoding="utf-8")
     with pytest.raises(ValueError, match="unknown prompt keys"):
         FEAPrompts.from_file(custom)
+
+
+def test_parser_survives_an_absurdly_long_au_number():
+    parsed = parse_completion("<think>Brows lowered (AU" + "9" * 5000 + ") a lot.</think><answer>anger</answer>")
+    assert len(parsed.aus) == 1
+    assert not parsed.aus & set(AU_CATALOGUE)
+    assert "not in the AU catalogue" in parsed.feedback()

@@ -2,6 +2,7 @@ r"""Parse a `<think>...</think><answer>...</answer>` completion into a typed res
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .aus import AU_CATALOGUE, AU_PATTERN
 from .emotions import EMOTIONS, SYNONYMS, try_normalize_emotion
@@ -12,6 +13,8 @@ THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 TAG_PATTERN = re.compile(r"</?(think|answer)>")
 MIN_REASONING_WORDS = 3
+MAX_AU_DIGITS = 6  # longer digit runs are not AUs (and `int` refuses very long ones)
+OUT_OF_RANGE_AU = 10**MAX_AU_DIGITS
 
 
 @dataclass(frozen=True)
@@ -42,23 +45,38 @@ class ParsedCompletion:
         return " ".join(self.problems)
 
 
-def completion_text(completion: "str | list[dict] | dict") -> str:
-    r"""Return the text of a completion given as a string or as chat messages (TRL's conversational form)."""
+def completion_text(completion: Any) -> str:
+    r"""The text of a completion: a string, a chat message, or a list of messages (TRL's conversational form).
+
+    >>> completion_text([{"role": "assistant", "content": "<answer>anger</answer>"}])
+    '<answer>anger</answer>'
+    """
+    if completion is None:
+        return ""
+
     if isinstance(completion, str):
         return completion
 
     if isinstance(completion, dict):
         completion = [completion]
 
+    if not isinstance(completion, (list, tuple)):
+        return str(completion)
+
     parts = []
     for message in completion:
-        content = message.get("content", "") if isinstance(message, dict) else message
-        if isinstance(content, list):  # multimodal content parts
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = message.get("content") if isinstance(message, dict) else message
+        if isinstance(content, (list, tuple)):  # multimodal content parts
+            content = "".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
 
-        parts.append(str(content))
+        parts.append("" if content is None else str(content))
 
     return "".join(parts)
+
+
+def _au_number(digits: str) -> int:
+    r"""The number of an `AU<digits>` mention; a digit run too long to be any AU counts as an out-of-catalogue one."""
+    return int(digits) if len(digits) <= MAX_AU_DIGITS else OUT_OF_RANGE_AU
 
 
 def _tag_problems(text: str) -> list[str]:
@@ -127,7 +145,7 @@ def _reasoning_problems(reasoning: str | None, aus: frozenset[int]) -> list[str]
     return problems
 
 
-def parse_completion(completion: "str | list[dict] | dict") -> ParsedCompletion:
+def parse_completion(completion: Any) -> ParsedCompletion:
     r"""Parse a completion: first `<think>` block, last `<answer>` block, AUs named in the reasoning.
 
     >>> parsed = parse_completion("<think>Brows pulled together (AU4).</think><answer>Sad</answer>")
@@ -139,7 +157,7 @@ def parse_completion(completion: "str | list[dict] | dict") -> ParsedCompletion:
     answers = ANSWER_PATTERN.findall(text)
     reasoning = think.group(1).strip() if think else None
     answer = answers[-1].strip() if answers else None
-    aus = frozenset(int(number) for number in AU_PATTERN.findall(reasoning or ""))
+    aus = frozenset(_au_number(number) for number in AU_PATTERN.findall(reasoning or ""))
     emotion, answer_problems = _answer_problems(answer)
     tag_problems = _tag_problems(text)
     problems = tag_problems + _reasoning_problems(reasoning, aus) + answer_problems

@@ -28,11 +28,11 @@ from llamafactory.data.converter import (
 from llamafactory.data.data_utils import get_dataset_module, merge_dataset, split_dataset
 from llamafactory.data.loader import _load_single_dataset
 from llamafactory.data.parser import get_dataset_list
-from llamafactory.extras import logging
 
 from ...fea.emotions import try_normalize_emotion
 from ...fea.parsing import parse_completion
 from ...rewards import AU_WEIGHT_COLUMN, au_frequency_weights, label_aus
+from .._logging import get_logger
 
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .args import GRPOArguments
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 CONVERTER_PREFIX = "fea_grpo_"
 LABELS_COLUMN = "_fea_labels"

@@ -4,7 +4,6 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from llamafactory.data import get_template_and_fix_tokenizer
-from llamafactory.extras import logging
 from llamafactory.extras.ploting import plot_loss
 from llamafactory.hparams import GeneratingArguments
 from llamafactory.model import load_model, load_tokenizer
@@ -13,6 +12,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOConfig
 
 from ...rewards import get_reward, with_sample_weights
+from .._logging import get_logger
 from .data import get_grpo_dataset
 from .rollout import check_vllm, generation_kwargs
 from .trainer import FEA_METRICS, CustomGRPOTrainer, use_grpo_log_callback
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .args import GRPOArguments
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 ROLLOUT_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")  # GRPO keys shadowing LLaMA-Factory's
 TRL_KEYS = (

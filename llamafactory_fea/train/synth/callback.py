@@ -20,7 +20,7 @@ from llamafactory.model import load_tokenizer
 from transformers import TrainerCallback
 from typing_extensions import override
 
-from ._logging import get_logger
+from .._logging import get_logger
 from .engine import HuggingfaceSynthEngine
 from .job import SynthesisRoundConfig, run_synthesis_round
 from .samples import load_samples

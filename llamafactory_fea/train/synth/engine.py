@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
-from ._logging import get_logger
+from .._logging import get_logger
 
 
 if TYPE_CHECKING:

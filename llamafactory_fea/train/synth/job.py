@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...data.records import register_dataset, write_jsonl
-from ._logging import get_logger
+from .._logging import get_logger
 from .report import SynthesisRound, write_report
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from llamafactory.data import get_template_and_fix_tokenizer
 from llamafactory.model import load_model, load_tokenizer
 
-from ._logging import get_logger
+from .._logging import get_logger
 from .engine import create_engine
 from .job import SynthesisRoundConfig, run_synthesis_round
 from .samples import load_samples
