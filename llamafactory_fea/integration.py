@@ -197,6 +197,27 @@ def _requested_stage(args: dict[str, Any] | list[str]) -> str | None:
     return None
 
 
+def _check_keys(stage: PluginStage, args: dict[str, Any] | list[str]) -> None:
+    r"""Refuse YAML keys that neither LLaMA-Factory nor the plugin knows, suggesting the closest known key."""
+    from difflib import get_close_matches
+
+    from llamafactory.extras.misc import is_env_enabled
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+
+    if not isinstance(args, dict) or is_env_enabled("ALLOW_EXTRA_ARGS"):
+        return
+
+    plugin_classes = [stage.load_arguments(), *(extension.load_arguments() for extension in EXTENSIONS.values())]
+    known = {f.name for cls in (*_TRAIN_ARGS, *plugin_classes) for f in fields(cls)}
+    unknown = sorted(key for key in args if key not in known)
+    if unknown:
+        hints = [
+            f"{key} (did you mean {', '.join(get_close_matches(key, known, n=2)) or 'nothing close'}?)"
+            for key in unknown
+        ]
+        raise ValueError(f"Unknown keys for stage {stage.name}: {'; '.join(hints)}. Fix or remove them in the YAML.")
+
+
 def _run_plugin_stage(
     tuner: ModuleType, original: Callable[[dict[str, Any]], None], stage: PluginStage, config: dict[str, Any]
 ) -> None:
@@ -205,6 +226,7 @@ def _run_plugin_stage(
     The stage's arguments are parsed as the host stage's, and the host stage's runner is swapped for the
     plugin's for the duration of the call, so logging, reporting and process-group clean-up stay stock.
     """
+    _check_keys(stage, config.get("args"))
     plugin_args, args = split_plugin_args(stage, config.get("args"))
     extensions, args = split_extension_args(args)
     runner = stage.load_runner()

@@ -10,7 +10,7 @@ import pytest
 
 from llamafactory_fea import integration
 
-from .conftest import cli_env, run_cli
+from .conftest import DATA_REGISTRY, cli_env, run_cli
 
 
 PROBE = (
@@ -131,3 +131,24 @@ def test_plugin_keys_are_split_from_yaml_and_command_line_arguments():
     plugin_args, rest = integration.split_plugin_args(stage, command_line)
     assert plugin_args.num_generations == 3
     assert rest == ["--stage", "sft", "--model_name_or_path", "m"]
+
+
+def test_unknown_plugin_stage_key_names_the_closest_known_key():
+    stage = integration.STAGES["grpo"]
+    integration._check_keys(stage, {"stage": "grpo", "num_generations": 2, "synthesis_callback": True, "lora_rank": 8})
+    with pytest.raises(ValueError, match=r"num_generation \(did you mean num_generations"):
+        integration._check_keys(stage, {"stage": "grpo", "num_generation": 2})
+
+
+@pytest.mark.e2e
+def test_unknown_grpo_yaml_key_fails_before_training(tiny_model: Path, tmp_path: Path):
+    config = tmp_path / "grpo.yaml"
+    config.write_text(
+        f"stage: grpo\ndo_train: true\nmodel_name_or_path: {tiny_model}\ntemplate: qwen2_vl\ndataset: fea_demo\n"
+        f"dataset_dir: {DATA_REGISTRY}\noutput_dir: {tmp_path / 'out'}\nreward_func: fea_format\n",
+        encoding="utf-8",
+    )
+    result = run_cli(["llamafactory-cli", "train", str(config)])
+    assert result.returncode != 0
+    assert "reward_func (did you mean reward_funcs" in result.stderr
+    assert not (tmp_path / "out").exists()
