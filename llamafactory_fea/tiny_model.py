@@ -8,7 +8,8 @@ from .fea.emotions import EMOTIONS, SYNONYMS
 from .fea.prompts import FEAPrompts
 
 
-ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl")
+ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+CLASS_PREFIXES = {"qwen2_vl": "Qwen2VL", "qwen2_5_vl": "Qwen2_5_VL", "qwen3_vl": "Qwen3VL"}
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -103,6 +104,17 @@ def _vision_config(arch: str, text_hidden: int) -> dict:
     if arch == "qwen2_vl":
         return dict(depth=2, embed_dim=32, hidden_size=text_hidden, mlp_ratio=2, num_heads=2)
 
+    if arch == "qwen3_vl":
+        return dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=text_hidden,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        )
+
     return dict(
         depth=2,
         hidden_size=32,
@@ -116,7 +128,7 @@ def _vision_config(arch: str, text_hidden: int) -> dict:
 def make_tiny_model(
     output_dir: "str | Path", arch: str = "qwen2_vl", seed: int = 0, preset: str | None = None
 ) -> Path:
-    r"""Write a tiny random-weight Qwen2-VL or Qwen2.5-VL (model, tokenizer, processor) to a folder.
+    r"""Write a tiny random-weight Qwen2-VL, Qwen2.5-VL or Qwen3-VL (model, tokenizer, processor) to a folder.
 
     A `preset` (see `PRESETS`) keeps the tiny tokenizer but takes a real model's architecture, still random-weight.
     """
@@ -134,7 +146,7 @@ def make_tiny_model(
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    prefix = "Qwen2VL" if arch == "qwen2_vl" else "Qwen2_5_VL"
+    prefix = CLASS_PREFIXES[arch]
     text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -149,6 +161,11 @@ def make_tiny_model(
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
+    if arch == "qwen3_vl":  # explicit head size; interleaved M-RoPE
+        text_config.update(
+            head_dim=16, rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+        )
+
     text_config.update(spec.get("text", {}))
     config = getattr(transformers, f"{prefix}Config")(
         text_config=text_config,
@@ -165,10 +182,14 @@ def make_tiny_model(
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     min_pixels, max_pixels = spec.get("pixels", (MIN_PIXELS, MAX_PIXELS))
+    patch_size = 16 if arch == "qwen3_vl" else 14
+    video_processor = transformers.Qwen3VLVideoProcessor if arch == "qwen3_vl" else transformers.Qwen2VLVideoProcessor
     processor = getattr(transformers, f"{prefix}Processor")(
-        image_processor=transformers.Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
+        image_processor=transformers.Qwen2VLImageProcessor(
+            min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size
+        ),
         tokenizer=tokenizer,
-        video_processor=transformers.Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
+        video_processor=video_processor(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size),
         chat_template=CHAT_TEMPLATE,
     )
     output_dir = Path(output_dir)

@@ -1,9 +1,14 @@
-r"""Stage 1 end to end: the stock `sft` stage trains `examples/fea_sft.yaml` on the demo data through `llamafactory-cli`."""
+r"""Stage 1 end to end: stock `sft` trains `examples/fea_sft.yaml` on the demo data through `llamafactory-cli`.
+
+Qwen2-VL, Qwen2.5-VL and Qwen3-VL (tiny random-weight models); the saved adapter reloads and generates.
+"""
 
 import json
 from pathlib import Path
 
 import pytest
+
+from llamafactory_fea.tiny_model import make_tiny_model
 
 from .conftest import DATA_REGISTRY, EXAMPLES, run_cli
 
@@ -23,9 +28,18 @@ CPU_OVERRIDES = [
 
 
 @pytest.mark.e2e
-def test_fea_sft_yaml_trains_saves_and_reloads(tiny_model: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("arch", "template"), [("qwen2_vl", "qwen2_vl"), ("qwen2_5_vl", "qwen2_vl"), ("qwen3_vl", "qwen3_vl_nothink")]
+)
+def test_fea_sft_yaml_trains_saves_and_reloads(arch: str, template: str, tmp_path: Path):
+    tiny_model = make_tiny_model(tmp_path / arch, arch=arch)
     output_dir = tmp_path / "sft"
-    overrides = [f"model_name_or_path={tiny_model}", f"output_dir={output_dir}", *CPU_OVERRIDES]
+    overrides = [
+        f"model_name_or_path={tiny_model}",
+        f"template={template}",
+        f"output_dir={output_dir}",
+        *CPU_OVERRIDES,
+    ]
     result = run_cli(["llamafactory-cli", "train", str(EXAMPLES / "fea_sft.yaml"), *overrides])
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -43,7 +57,7 @@ def test_fea_sft_yaml_trains_saves_and_reloads(tiny_model: Path, tmp_path: Path)
         {
             "model_name_or_path": str(tiny_model),
             "adapter_name_or_path": str(output_dir),
-            "template": "qwen2_vl",
+            "template": template,
             "infer_backend": "huggingface",
             "max_new_tokens": 8,
             "do_sample": False,

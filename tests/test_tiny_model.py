@@ -10,8 +10,13 @@ from llamafactory_fea.tiny_model import SPECIAL_TOKENS, make_tiny_model
 from .conftest import run_cli
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
-def test_tiny_model_loads_through_llamafactory_and_sees_the_image(arch: str, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("arch", "template", "image_tokens"),
+    [("qwen2_vl", "qwen2_vl", 16), ("qwen2_5_vl", "qwen2_vl", 16), ("qwen3_vl", "qwen3_vl_nothink", 9)],
+)
+def test_tiny_model_loads_through_llamafactory_and_sees_the_image(
+    arch: str, template: str, image_tokens: int, tmp_path: Path
+):
     import torch
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import get_infer_args
@@ -20,27 +25,27 @@ def test_tiny_model_loads_through_llamafactory_and_sees_the_image(arch: str, tmp
     path = make_tiny_model(tmp_path / arch, arch=arch)
     assert sum(f.stat().st_size for f in path.iterdir()) < 2_000_000
     model_args, data_args, finetuning_args, _ = get_infer_args(
-        {"model_name_or_path": str(path), "template": "qwen2_vl", "infer_backend": "huggingface"}
+        {"model_name_or_path": str(path), "template": template, "infer_backend": "huggingface"}
     )
     tokenizer_module = load_tokenizer(model_args)
     tokenizer, processor = tokenizer_module["tokenizer"], tokenizer_module["processor"]
     assert all(tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id for token in SPECIAL_TOKENS)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
     model = load_model(tokenizer, model_args, finetuning_args)
     assert model.config.model_type == arch
 
     image = Image.new("RGB", (112, 112), (120, 90, 70))
-    messages = template.mm_plugin.process_messages(
+    messages = chat_template.mm_plugin.process_messages(
         [{"role": "user", "content": "<image>Which emotion?"}, {"role": "assistant", "content": ""}],
         [image],
         [],
         [],
         processor,
     )
-    prompt_ids, _ = template.encode_oneturn(tokenizer, messages)
+    prompt_ids, _ = chat_template.encode_oneturn(tokenizer, messages)
     input_ids = torch.tensor([prompt_ids])
-    assert (input_ids == model.config.image_token_id).sum() == 16
-    mm_inputs = template.mm_plugin.get_mm_inputs([image], [], [], [1], [0], [0], [prompt_ids], processor)
+    assert (input_ids == model.config.image_token_id).sum() == image_tokens
+    mm_inputs = chat_template.mm_plugin.get_mm_inputs([image], [], [], [1], [0], [0], [prompt_ids], processor)
     with torch.no_grad():
         logits = model(input_ids=input_ids, **mm_inputs).logits
 
