@@ -1,10 +1,8 @@
 r"""GRPO datasets from LLaMA-Factory's registered datasets, keeping the labels the rewards need.
 
-LLaMA-Factory's converters keep only their own columns, so the `emotion` and `aus` label columns of FEA data would
-be lost. Here each registered dataset is loaded by LLaMA-Factory's own loader (`dataset_dir`, `media_dir`,
-`num_samples`, `max_samples`, hub or file) through a converter that wraps the stock one of its format and adds the
-labels: from the `emotion`/`aus` columns when the dataset has them, else parsed from its reference assistant turn,
-so ordinary sharegpt/alpaca/openai data with `<think>...</think><answer>...</answer>` targets works as well.
+Each registered dataset is loaded by LLaMA-Factory's own loader through the label-keeping converters of
+`train/converter.py` (labels from the `emotion`/`aus` columns, else parsed from the reference assistant turn), then
+rendered into GRPO rows.
 
 A row of the result: `prompt` (the user turns rendered by LLaMA-Factory's template, one unexpanded image token per
 image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_pixels`, loaded on access), `emotion`,
@@ -13,32 +11,21 @@ image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_
 
 import copy
 import json
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from datasets import DatasetDict, Features, Sequence, Value
-from llamafactory.data.converter import (
-    DATASET_CONVERTERS,
-    AlpacaDatasetConverter,
-    OpenAIDatasetConverter,
-    SharegptDatasetConverter,
-    register_dataset_converter,
-)
 from llamafactory.data.data_utils import get_dataset_module, merge_dataset, split_dataset
-from llamafactory.data.loader import _load_single_dataset
 from llamafactory.data.parser import get_dataset_list
 
-from ...fea.emotions import try_normalize_emotion
-from ...fea.parsing import parse_completion
-from ...rewards import AU_WEIGHT_COLUMN, au_frequency_weights, label_aus
+from ...rewards import AU_WEIGHT_COLUMN, au_frequency_weights
 from .._logging import get_logger
+from ..converter import LABELS_COLUMN, load_labelled_dataset
 
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from llamafactory.data import Template
-    from llamafactory.data.converter import DatasetConverter
     from llamafactory.data.data_utils import DatasetModule
     from llamafactory.data.mm_plugin import BasePlugin
     from llamafactory.hparams import DataArguments, ModelArguments
@@ -49,10 +36,7 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
-CONVERTER_PREFIX = "fea_grpo_"
-LABELS_COLUMN = "_fea_labels"
-EMOTION_COLUMNS = ("emotion", "label", "labels")
-AUS_COLUMNS = ("aus", "AUs")
+LABELS = ("emotion", "aus", "solution")  # of the converters' JSON column (its `id` and `dataset` serve synthesis)
 FEATURES = Features(
     {
         "prompt": Value("string"),
@@ -62,80 +46,6 @@ FEATURES = Features(
         "solution": Value("string"),
     }
 )
-
-
-def _first(example: dict[str, Any], names: tuple[str, ...]) -> Any:
-    r"""The value of the first of `names` that the example has and that is not empty."""
-    for name in names:
-        value = example.get(name)
-        if value is not None and value != "" and value != []:
-            return value
-
-    return None
-
-
-def extract_labels(example: dict[str, Any], response: str) -> dict[str, Any]:
-    r"""An example's labels: its `emotion`/`aus` columns, else the answer and AUs of its reference response.
-
-    >>> extract_labels({"emotion": "Sad", "aus": ["AU4"]}, "")
-    {'emotion': 'sadness', 'aus': [4]}
-    >>> extract_labels({}, "<think>Brows together (AU4).</think><answer>anger</answer>")
-    {'emotion': 'anger', 'aus': [4]}
-    """
-    emotion, aus = _first(example, EMOTION_COLUMNS), _first(example, AUS_COLUMNS)
-    if isinstance(emotion, (list, tuple)):  # FEA-20K keeps `labels: ["Sadness"]`
-        emotion = emotion[0] if emotion else None
-
-    parsed = parse_completion(response) if response and (emotion is None or aus is None) else None
-    if emotion is None and parsed is not None:
-        emotion = parsed.emotion
-
-    if aus is None and parsed is not None:
-        aus = sorted(parsed.aus)
-
-    if emotion is not None:
-        emotion = try_normalize_emotion(str(emotion)) or str(emotion).strip().lower() or None
-
-    return {"emotion": emotion, "aus": sorted(label_aus(aus) or ())}
-
-
-class LabelMixin:
-    r"""Makes a stock LLaMA-Factory converter also output the example's labels, as one JSON column."""
-
-    def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
-        output = super().__call__(example)
-        response = output["_response"][0]["content"] if output["_response"] else ""
-        labels = extract_labels(example, response)
-        return {**output, LABELS_COLUMN: json.dumps({**labels, "solution": response})}
-
-
-@dataclass
-class FEAAlpacaDatasetConverter(LabelMixin, AlpacaDatasetConverter):
-    r"""LLaMA-Factory's alpaca converter, keeping the labels."""
-
-
-@dataclass
-class FEASharegptDatasetConverter(LabelMixin, SharegptDatasetConverter):
-    r"""LLaMA-Factory's sharegpt converter, keeping the labels."""
-
-
-@dataclass
-class FEAOpenAIDatasetConverter(LabelMixin, OpenAIDatasetConverter):
-    r"""LLaMA-Factory's openai converter, keeping the labels."""
-
-
-LABEL_CONVERTERS: dict[str, type["DatasetConverter"]] = {
-    "alpaca": FEAAlpacaDatasetConverter,
-    "sharegpt": FEASharegptDatasetConverter,
-    "openai": FEAOpenAIDatasetConverter,
-}
-
-
-def register_label_converters() -> None:
-    r"""Register the label-keeping converters in LLaMA-Factory's converter registry (`fea_grpo_sharegpt`, ...)."""
-    for name, converter in LABEL_CONVERTERS.items():
-        if f"{CONVERTER_PREFIX}{name}" not in DATASET_CONVERTERS:
-            register_dataset_converter(f"{CONVERTER_PREFIX}{name}", converter)
 
 
 def _to_grpo_row(
@@ -155,7 +65,7 @@ def _to_grpo_row(
     messages = plugin.process_messages(messages, images, [], [], processor)
     prompt_ids, _ = template.encode_oneturn(tokenizer, messages, example["_system"], example["_tools"])
     prompt = tokenizer.decode(prompt_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return {"prompt": prompt, "image_paths": images, **labels}
+    return {"prompt": prompt, "image_paths": images, **{key: labels[key] for key in LABELS}}
 
 
 class ImageLoader:
@@ -199,11 +109,7 @@ def _load(
         if dataset_attr.ranking:
             raise ValueError(f"Dataset {name} is a ranking (pairwise) dataset: the grpo stage needs prompts.")
 
-        if dataset_attr.formatting not in LABEL_CONVERTERS:
-            raise ValueError(f"Dataset {name}: the grpo stage reads {', '.join(LABEL_CONVERTERS)} formatting only.")
-
-        dataset_attr.formatting = f"{CONVERTER_PREFIX}{dataset_attr.formatting}"
-        aligned = _load_single_dataset(dataset_attr, model_args, data_args, training_args)
+        aligned = load_labelled_dataset(name, dataset_attr, model_args, data_args, training_args, "the grpo stage")
         dataset = aligned.map(
             to_row,
             remove_columns=aligned.column_names,
@@ -250,7 +156,6 @@ def get_grpo_dataset(
     if data_args.tokenized_path is not None:
         logger.warning_rank0("`tokenized_path` is ignored by the grpo stage: prompts are rendered at load time.")
 
-    register_label_converters()
     load = partial(
         _load,
         template=template,

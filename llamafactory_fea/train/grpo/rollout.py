@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING, Any
 
 from trl.import_utils import is_vllm_available
 
+from ..tokens import vision_tokens
+
 
 if TYPE_CHECKING:
     from llamafactory.data.mm_plugin import BasePlugin
@@ -13,25 +15,6 @@ if TYPE_CHECKING:
 
 
 VLLM_VERSION = "0.10.2"  # the only vLLM that TRL 0.24 accepts
-VISION_TOKENS = (
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|audio_pad|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
-)
-PLUGIN_TOKENS = ("image_token", "video_token", "audio_token", "vision_bos_token", "vision_eos_token")
-
-
-def vision_tokens(tokenizer: "PreTrainedTokenizer", plugin: "BasePlugin | None" = None) -> list[str]:
-    r"""The vision/audio special tokens of a tokenizer (the Qwen-VL ones and those its LLaMA-Factory plugin uses)."""
-    candidates = list(VISION_TOKENS)
-    candidates += [getattr(plugin, name, None) for name in PLUGIN_TOKENS]
-    vocab = tokenizer.get_vocab()
-    return [token for token in dict.fromkeys(candidates) if token and token in vocab]
 
 
 def generation_kwargs(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
 from .._logging import get_logger
+from ..tokens import QWEN_VL_TOKENS, vision_tokens
 
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
-VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+SUPPRESSED_TOKENS = QWEN_VL_TOKENS  # never in a completion (a random-weight model emits them)
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,6 @@ class SynthesisEngine(Protocol):
     r"""What synthesis needs from a backend: greedy completions for a batch of requests, in order."""
 
     def generate(self, requests: list[GenerationRequest]) -> list[str]: ...
-
-
-def suppressed_token_ids(tokenizer: "PreTrainedTokenizer") -> list[int]:
-    r"""Ids of the vision special tokens a completion must never contain (a random-weight model emits them)."""
-    ids = []
-    for token in VISION_TOKENS:
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            ids.append(token_id)
-
-    return ids
 
 
 def encode_prompt(
@@ -87,7 +77,8 @@ class HuggingfaceSynthEngine:
         self.template = template
         self.tokenizer = tokenizer
         self.processor = processor
-        bad_words_ids = [[token_id] for token_id in suppressed_token_ids(tokenizer)]
+        suppressed = tokenizer.convert_tokens_to_ids(vision_tokens(tokenizer, candidates=SUPPRESSED_TOKENS))
+        bad_words_ids = [[token_id] for token_id in suppressed]
         self.generation_config = GenerationConfig(
             do_sample=False,
             temperature=None,
@@ -204,7 +195,7 @@ class VllmSynthEngine:
             "skip_special_tokens": True,
         }
         if "bad_words" in inspect.signature(SamplingParams).parameters:
-            sampling_kwargs["bad_words"] = [token for token in VISION_TOKENS if token in tokenizer.get_vocab()]
+            sampling_kwargs["bad_words"] = vision_tokens(tokenizer, candidates=SUPPRESSED_TOKENS)
 
         self.sampling_params = SamplingParams(**sampling_kwargs)
 

@@ -1,8 +1,8 @@
-r"""Labelled samples for synthesis, loaded by LLaMA-Factory's own loader with the GRPO stage's label converters.
+r"""Labelled samples for synthesis, loaded by LLaMA-Factory's own loader with the plugin's label-keeping converters.
 
 `dataset_dir`, `media_dir`, `num_samples`, `max_samples`, hub or file datasets work as in any stage; the converters
-of `train/grpo/data.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and the
-ones here also keep each row's `id` and `dataset`, so a restarted run finds its place by id.
+of `train/converter.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and
+each row's `id` and `dataset`, so a restarted run finds its place by id.
 """
 
 import json
@@ -10,30 +10,20 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llamafactory.data.converter import DATASET_CONVERTERS, register_dataset_converter
-from llamafactory.data.loader import _load_single_dataset
 from llamafactory.data.parser import get_dataset_list
 from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
 from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
 from ...fea.prompts import FEAPrompts
-from ..grpo.data import (
-    LABELS_COLUMN,
-    FEAAlpacaDatasetConverter,
-    FEAOpenAIDatasetConverter,
-    FEASharegptDatasetConverter,
-)
+from ..converter import LABELS_COLUMN, load_labelled_dataset
 
 
 if TYPE_CHECKING:
-    from llamafactory.data.converter import DatasetConverter
     from llamafactory.hparams import DataArguments, ModelArguments
     from PIL.Image import Image
     from transformers import Seq2SeqTrainingArguments
 
 
-CONVERTER_PREFIX = "fea_synth_"
-SAMPLE_COLUMN = "_fea_sample"
 NO_LABELS = "no_labels"
 NO_IMAGE = "no_image"
 
@@ -66,44 +56,6 @@ class SynthSample:
             return image.convert("RGB")
 
 
-class SampleMixin:
-    r"""Makes a label-keeping converter also keep the row's `id` and `dataset` (one JSON column)."""
-
-    def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
-        output = super().__call__(example)
-        sample = {"id": example.get("id"), "dataset": example.get("dataset")}
-        return {**output, SAMPLE_COLUMN: json.dumps(sample, default=str)}
-
-
-@dataclass
-class SynthAlpacaDatasetConverter(SampleMixin, FEAAlpacaDatasetConverter):
-    r"""LLaMA-Factory's alpaca converter, keeping the labels, the id and the source dataset."""
-
-
-@dataclass
-class SynthSharegptDatasetConverter(SampleMixin, FEASharegptDatasetConverter):
-    r"""LLaMA-Factory's sharegpt converter, keeping the labels, the id and the source dataset."""
-
-
-@dataclass
-class SynthOpenAIDatasetConverter(SampleMixin, FEAOpenAIDatasetConverter):
-    r"""LLaMA-Factory's openai converter, keeping the labels, the id and the source dataset."""
-
-
-SAMPLE_CONVERTERS: dict[str, type["DatasetConverter"]] = {
-    "alpaca": SynthAlpacaDatasetConverter,
-    "sharegpt": SynthSharegptDatasetConverter,
-    "openai": SynthOpenAIDatasetConverter,
-}
-
-
-def register_sample_converters() -> None:
-    r"""Register the converters in LLaMA-Factory's converter registry (`fea_synth_sharegpt`, ...)."""
-    for name, converter in SAMPLE_CONVERTERS.items():
-        if f"{CONVERTER_PREFIX}{name}" not in DATASET_CONVERTERS:
-            register_dataset_converter(f"{CONVERTER_PREFIX}{name}", converter)
-
-
 def _question(prompt: list[dict[str, str]]) -> str:
     r"""The text of the first user turn without image placeholders."""
     for message in prompt:
@@ -115,9 +67,9 @@ def _question(prompt: list[dict[str, str]]) -> str:
 
 def _sample(name: str, position: int, example: dict[str, Any], index: int, prompts: FEAPrompts) -> SynthSample:
     r"""A sample of an aligned example; its key is `<dataset name>/<id>` (the row position when it has no id)."""
-    labels, meta = json.loads(example[LABELS_COLUMN]), json.loads(example[SAMPLE_COLUMN])
+    labels = json.loads(example[LABELS_COLUMN])
     emotion, aus = labels["emotion"], tuple(labels["aus"])
-    dataset = str(meta["dataset"] or "fea")
+    dataset = str(labels["dataset"] or "fea")
     label_space = LABEL_SPACES.get(dataset, BASIC_EMOTIONS)
     if emotion in EMOTIONS and emotion not in label_space:
         label_space = EMOTIONS
@@ -130,7 +82,7 @@ def _sample(name: str, position: int, example: dict[str, Any], index: int, promp
     elif image is None:
         problem = NO_IMAGE
 
-    sample_id = str(meta["id"] if meta["id"] is not None else position)
+    sample_id = str(labels["id"] if labels["id"] is not None else position)
     return SynthSample(
         key=f"{name}/{sample_id}",
         index=index,
@@ -157,16 +109,11 @@ def load_samples(
     if data_args.streaming:
         raise ValueError("Synthesis does not support `streaming`: it resumes by position in a map-style dataset.")
 
-    register_sample_converters()
     prompts = prompts or FEAPrompts()
     samples: list[SynthSample] = []
     seen: set[str] = set()
     for name, dataset_attr in zip(dataset_names, get_dataset_list(dataset_names, data_args.dataset_dir)):
-        if dataset_attr.formatting not in SAMPLE_CONVERTERS:
-            raise ValueError(f"Dataset {name}: synthesis reads {', '.join(SAMPLE_CONVERTERS)} formatting only.")
-
-        dataset_attr.formatting = f"{CONVERTER_PREFIX}{dataset_attr.formatting}"
-        aligned = _load_single_dataset(dataset_attr, model_args, data_args, training_args)
+        aligned = load_labelled_dataset(name, dataset_attr, model_args, data_args, training_args, "synthesis")
         for position, example in enumerate(aligned):
             sample = _sample(name, position, example, len(samples), prompts)
             if sample.key in seen:  # a repeated id still gets its own key, stable across runs
