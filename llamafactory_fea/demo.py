@@ -29,7 +29,7 @@ CPU_OVERRIDES = {
     "preprocessing_num_workers": "1",
     "dataloader_num_workers": "0",
     "logging_steps": "1",
-    "save_steps": "1000",
+    "save_steps": "100000",
 }
 
 
@@ -43,18 +43,22 @@ class DemoStage:
 
 
 def demo_stages(model: Path, output_dir: Path) -> list[DemoStage]:
-    r"""The demo's stages; each one starts from the adapter of the one before."""
+    r"""The demo's stages: full SFT (so the tiny model visibly learns), LoRA GRPO on it, synthesis with both."""
     sft, grpo = output_dir / "sft", output_dir / "grpo"
     return [
         DemoStage(
             "stage 1: SFT",
             "fea_sft.yaml",
             {
+                "model_name_or_path": str(model),
                 "dataset": "fea_demo",
-                "num_train_epochs": "2",
-                "learning_rate": "1e-3",
+                "finetuning_type": "full",
+                "num_train_epochs": "30",
+                "learning_rate": "3e-3",
+                "warmup_ratio": "0.05",
                 "per_device_train_batch_size": "4",
                 "gradient_accumulation_steps": "1",
+                "logging_steps": "10",
                 "output_dir": str(sft),
             },
         ),
@@ -62,13 +66,15 @@ def demo_stages(model: Path, output_dir: Path) -> list[DemoStage]:
             "stage 2: GRPO",
             "fea_grpo.yaml",
             {
+                "model_name_or_path": str(sft),
+                "adapter_name_or_path": "null",
+                "create_new_adapter": "false",
                 "dataset": "fea_demo",
-                "adapter_name_or_path": str(sft),
-                "max_steps": "3",
-                "per_device_train_batch_size": "2",
+                "max_steps": "4",
+                "per_device_train_batch_size": "4",
                 "gradient_accumulation_steps": "1",
-                "num_generations": "2",
-                "max_completion_length": "32",
+                "num_generations": "4",
+                "max_completion_length": "96",
                 "output_dir": str(grpo),
             },
         ),
@@ -76,20 +82,21 @@ def demo_stages(model: Path, output_dir: Path) -> list[DemoStage]:
             "stage 3: synthesis",
             "fea_synth.yaml",
             {
-                "dataset": "fea_demo_test",
+                "model_name_or_path": str(sft),
                 "adapter_name_or_path": str(grpo),
+                "dataset": "fea_demo_test",
                 "output_dir": str(output_dir / "synth"),
                 "synth_dataset_dir": str(output_dir / "synth"),
                 "synth_max_retries": "1",
-                "max_new_tokens": "32",
+                "max_new_tokens": "96",
             },
         ),
     ]
 
 
-def _run_stage(stage: DemoStage, model: Path, log_path: Path) -> float:
+def _run_stage(stage: DemoStage, log_path: Path) -> float:
     r"""Run one stage through `llamafactory-cli train` with its log in a file; return its wall time."""
-    overrides = {**CPU_OVERRIDES, "model_name_or_path": str(model), **stage.overrides}
+    overrides = {**CPU_OVERRIDES, **stage.overrides}
     command = [str(Path(sys.executable).parent / "llamafactory-cli"), "train", str(EXAMPLES / stage.yaml)]
     command += [f"{key}={value}" for key, value in overrides.items()]
     print(f"[demo] {stage.name}: {' '.join(command[:3])} (+{len(overrides)} overrides), log in {log_path}", flush=True)
@@ -145,7 +152,7 @@ def run_demo(output_dir: "str | Path" = "outputs/demo") -> int:
 
         stage_dir = Path(stage.overrides["output_dir"])
         stage_dir.mkdir(parents=True, exist_ok=True)
-        seconds = _run_stage(stage, model, stage_dir / "run.log")
+        seconds = _run_stage(stage, stage_dir / "run.log")
         summary.append(f"  {stage.name:<20} {seconds:6.1f} s  -> {stage_dir}  {_figures(stage_dir)}")
 
     print(f"\n[demo] done in {time.perf_counter() - total:.1f} s on the demo data with the tiny model:", flush=True)
