@@ -1,8 +1,9 @@
 r"""The `grpo` stage under DeepSpeed ZeRO and through LLaMA-Factory's Ray path, on CPU with the tiny model.
 
 Skipped unless `deepspeed` / `ray` is importable. What LLaMA-Factory 0.9.5 itself cannot do on CPU is left out:
-- LoRA + ZeRO-2/3 fails in the stock `sft` stage as well (the LR scheduler is built on the trainer's two parameter
-  groups, DeepSpeed then drops the empty no-decay group, torch's strict `zip` in `LRScheduler.step` raises);
+- LoRA + ZeRO-2/3 fails in the stock `sft` stage (the LR scheduler is built on the trainer's two parameter groups,
+  DeepSpeed then drops LoRA's empty no-decay group, torch's strict `zip` in `LRScheduler.step` raises); the grpo
+  stage's trainer drops empty groups first, so LoRA + ZeRO is tested here too;
 - the Ray path asks for 10 CPUs per worker in bundles of one per CPU of the cluster, which never fits on CPU only:
   the Ray test shrinks those sizes to 1 in its driver and checks what the plugin owns (the hook in the workers).
 """
@@ -32,8 +33,10 @@ def python_path() -> str:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("zero", ["z2", "z3"])
-def test_full_grpo_with_deepspeed_zero_on_two_cpu_processes(tiny_model: Path, tmp_path: Path, zero: str):
+@pytest.mark.parametrize(("zero", "finetuning_type"), [("z2", "full"), ("z3", "full"), ("z2", "lora")])
+def test_grpo_with_deepspeed_zero_on_two_cpu_processes(
+    tiny_model: Path, tmp_path: Path, zero: str, finetuning_type: str
+):
     pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
     output_dir, record = tmp_path / zero, tmp_path / "record.jsonl"
     result = run_grpo(
@@ -41,7 +44,7 @@ def test_full_grpo_with_deepspeed_zero_on_two_cpu_processes(tiny_model: Path, tm
         output_dir,
         record,
         f"deepspeed={EXAMPLES / 'deepspeed' / f'ds_{zero}_config.json'}",
-        "finetuning_type=full",
+        f"finetuning_type={finetuning_type}",
         "create_new_adapter=false",
         "beta=0.04",  # the frozen reference model goes through DeepSpeed as well
         FORCE_TORCHRUN="1",
@@ -56,7 +59,8 @@ def test_full_grpo_with_deepspeed_zero_on_two_cpu_processes(tiny_model: Path, tm
     assert [log["current_steps"] for log in logs] == [1, 2]
     assert_grpo_metrics_logged(logs)
     assert any(log["grad_norm"] > 0 for log in logs)
-    assert (output_dir / "model.safetensors").stat().st_size > 0
+    weights = "model.safetensors" if finetuning_type == "full" else "adapter_model.safetensors"
+    assert (output_dir / weights).stat().st_size > 0
     assert (output_dir / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own checkpoint
 
 

@@ -68,7 +68,11 @@ class CustomGRPOTrainer(GRPOTrainer):
         if self.optimizer is None:
             self.optimizer = create_custom_optimizer(self.model, self.args, self.finetuning_args)
 
-        return super().create_optimizer(*args, **kwargs)
+        optimizer = super().create_optimizer(*args, **kwargs)
+        # LoRA leaves the no-decay group empty: DeepSpeed drops empty groups, and torch's LR scheduler then refuses
+        # the mismatch with the groups it was built on, so drop them before either sees them
+        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        return optimizer
 
     @override
     def create_scheduler(
