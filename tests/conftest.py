@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from llamafactory_fea.demo import OFFLINE_ENV
+
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_REGISTRY = ROOT / "data_registry"
@@ -24,18 +26,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli_env(**overrides: str) -> dict[str, str]:
     r"""An environment for CPU, offline subprocess runs of `llamafactory-cli`."""
-    env = {
-        **os.environ,
-        "CUDA_VISIBLE_DEVICES": "",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "WANDB_DISABLED": "true",
-        "TOKENIZERS_PARALLELISM": "false",
-        "DISABLE_VERSION_CHECK": "1",
-    }
-    env.update(overrides)
-    return env
+    return {**os.environ, **OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1", **overrides}
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
