@@ -111,6 +111,19 @@ def parse_au_labels(
     return sorted(aus)
 
 
+def au_list_option(value: str, allowed: Iterable[int], hint: str) -> tuple[int, ...]:
+    r"""An `--aus` comma list ("1,2,AU4") as sorted AU numbers, each one of `allowed`, else an argparse error."""
+    try:
+        aus = tuple(sorted({parse_au(au) for au in value.split(",") if au.strip()}))
+    except UnknownAUError as error:
+        raise argparse.ArgumentTypeError(f"{error} {hint}") from error
+
+    if not aus or set(aus) - set(allowed):
+        raise argparse.ArgumentTypeError(hint)
+
+    return aus
+
+
 def hash_split(key: str, test_fraction: float, seed: int = 0) -> str:
     r"""A deterministic split for datasets without an official one: 'test' for about `test_fraction` of keys."""
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()

@@ -8,6 +8,7 @@ from ..records import FEARecord, RecordError
 from ._common import (
     BenchmarkReport,
     add_common_arguments,
+    au_list_option,
     check_image,
     image_reference,
     make_converter,
@@ -37,11 +38,7 @@ def parse_aus(value: str) -> tuple[int, ...] | None:
 
     from ...fea.aus import AU_CATALOGUE
 
-    aus = tuple(sorted({int(au.strip().upper().removeprefix("AU")) for au in value.split(",") if au.strip()}))
-    if not aus or set(aus) - set(AU_CATALOGUE):
-        raise argparse.ArgumentTypeError("give catalogue AUs, e.g. 1,2,4 (see llamafactory_fea/fea/aus.py).")
-
-    return aus
+    return au_list_option(value, AU_CATALOGUE, "give catalogue AUs, e.g. 1,2,4 (see llamafactory_fea/fea/aus.py).")
 
 
 def _columns(header: list[str], path: Path, wanted: tuple[int, ...] | None) -> dict[int, int]:

@@ -7,6 +7,7 @@ from ..records import FEARecord, RecordError
 from ._common import (
     BenchmarkReport,
     add_common_arguments,
+    au_list_option,
     check_image,
     image_reference,
     make_converter,
@@ -58,11 +59,7 @@ def parse_aus(value: str) -> tuple[int, ...]:
     if value == "all":
         return DISFA_AUS
 
-    aus = tuple(sorted({int(au.strip().upper().removeprefix("AU")) for au in value.split(",") if au.strip()}))
-    if not aus or set(aus) - set(DISFA_AUS):
-        raise argparse.ArgumentTypeError(f"DISFA codes only {', '.join(map(str, DISFA_AUS))}.")
-
-    return aus
+    return au_list_option(value, DISFA_AUS, f"DISFA codes only {', '.join(map(str, DISFA_AUS))}.")
 
 
 def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list[FEARecord]]:
