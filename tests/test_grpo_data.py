@@ -132,3 +132,13 @@ def test_label_extraction_prefers_columns():
     assert extract_labels({"labels": ["Sadness"], "AUs": ["AU1", "AU4"]}, "") == {"emotion": "sadness", "aus": [1, 4]}
     assert extract_labels({"emotion": None, "aus": None}, response) == {"emotion": "anger", "aus": [4]}
     assert extract_labels({}, "no tags at all") == {"emotion": None, "aus": []}
+
+
+def test_missing_image_names_the_dataset_and_record(tiny_model: Path, tmp_path: Path):
+    rows = [json.loads(line) for line in (DATA_REGISTRY / "demo" / "fea_demo.jsonl").read_text().splitlines()[:2]]
+    rows[0]["images"] = [str(DATA_REGISTRY / rows[0]["images"][0])]
+    rows[1]["images"] = [str(tmp_path / "gone.png")]
+    write_jsonl(tmp_path / "faces.jsonl", rows)
+    register_dataset(tmp_path, "faces", "faces.jsonl")
+    with pytest.raises(ValueError, match=rf"Dataset faces, record {rows[1]['id']}: image .*gone.png does not exist"):
+        load(tiny_model, tmp_path, dataset="faces", dataset_dir=str(tmp_path))

@@ -11,6 +11,7 @@ image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_
 
 import copy
 import json
+import os
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ FEATURES = Features(
 
 def _to_grpo_row(
     example: dict[str, Any],
+    name: str,
     template: "Template",
     plugin: "BasePlugin",
     tokenizer: "PreTrainedTokenizer",
@@ -61,6 +63,13 @@ def _to_grpo_row(
 
     labels = json.loads(example[LABELS_COLUMN])
     images = example["_images"] or []
+    missing = [image for image in images if isinstance(image, str) and not os.path.isfile(image)]
+    if missing:
+        raise ValueError(
+            f"Dataset {name}, record {labels.get('id') or '(no id)'}: image {missing[0]} does not exist. Fix its "
+            "path (relative paths are read from `media_dir`, by default `dataset_dir`) or remove the record."
+        )
+
     messages = example["_prompt"] + [{"role": "assistant", "content": labels["solution"]}]
     messages = plugin.process_messages(messages, images, [], [], processor)
     prompt_ids, _ = template.encode_oneturn(tokenizer, messages, example["_system"], example["_tools"])
@@ -111,7 +120,7 @@ def _load(
 
         aligned = load_labelled_dataset(name, dataset_attr, model_args, data_args, training_args, "the grpo stage")
         dataset = aligned.map(
-            to_row,
+            partial(to_row, name=name),
             remove_columns=aligned.column_names,
             features=FEATURES,
             num_proc=data_args.preprocessing_num_workers,
