@@ -231,7 +231,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
-        from llamafactory_fea.tiny_model import make_tiny_model
+        from llamafactory_fea.demo.tiny_model import make_tiny_model
 
         name = args.preset or "tiny_qwen2_vl"
         model = str(workdir / name)

@@ -32,7 +32,7 @@ def main() -> None:
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_model, load_tokenizer
 
-    from llamafactory_fea.tiny_model import make_tiny_model
+    from llamafactory_fea.demo.tiny_model import make_tiny_model
     from llamafactory_fea.train.synth.args import SynthesisArguments
     from llamafactory_fea.train.synth.engine import HuggingfaceSynthEngine
     from llamafactory_fea.train.synth.job import SynthesisRoundConfig, run_synthesis_round

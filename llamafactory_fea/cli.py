@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
-    from .tiny_model import make_tiny_model
+    from .demo.tiny_model import make_tiny_model
 
     path = make_tiny_model(args.output_dir, arch=args.arch, seed=args.seed)
     print(f"Tiny {args.arch} model written to {path}")
@@ -20,7 +20,7 @@ def _webui(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     return run_demo(args.output_dir)
 
@@ -40,7 +40,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _make_demo(args: argparse.Namespace) -> int:
-    from .data.demo import make_demo
+    from .demo.data import make_demo
 
     for name, path in make_demo(args.output_dir).items():
         print(f"Demo dataset {name} written to {path}")
@@ -55,7 +55,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _loop(args: argparse.Namespace) -> int:
-    from .train.synth.loop import run_loop
+    from .loop import run_loop
 
     return run_loop(args.config, args.overrides)
 
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.converters import CONVERTERS
     from .data.validate import add_arguments as add_validate_arguments
     from .eval.runner import add_eval_arguments
-    from .tiny_model import ARCHITECTURES
+    from .demo.tiny_model import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="llamafactory-fea", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llamafactory_fea.demo import OFFLINE_ENV
+from llamafactory_fea.demo.run import OFFLINE_ENV
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r"""A tiny random-weight Qwen2-VL folder (model, tokenizer, processor)."""
-    from llamafactory_fea.tiny_model import make_tiny_model
+    from llamafactory_fea.demo.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2_vl", arch="qwen2_vl")
 

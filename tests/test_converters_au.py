@@ -140,7 +140,7 @@ def test_raf_au_codes_null_sides_and_outside_catalogue(tmp_path: Path, capsys) -
 
 
 def test_raf_au_hash_split_is_deterministic(tmp_path: Path) -> None:
-    from llamafactory_fea.data.converters._common import hash_split
+    from llamafactory_fea.data.converters.base import hash_split
 
     keys = [f"{i:04d}" for i in range(400)]
     first = [hash_split(key, 0.2) for key in keys]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llamafactory_fea.data.demo import make_demo
+from llamafactory_fea.demo.data import make_demo
 
 from .conftest import EXAMPLES, run_cli
 

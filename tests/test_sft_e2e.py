@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llamafactory_fea.tiny_model import make_tiny_model
+from llamafactory_fea.demo.tiny_model import make_tiny_model
 
 from .conftest import DATA_REGISTRY, EXAMPLES, run_cli
 

@@ -367,7 +367,7 @@ def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_
 
 
 def test_model_chain_follows_llamafactorys_adapter_rules():
-    from llamafactory_fea.train.synth.loop import ModelChain
+    from llamafactory_fea.loop import ModelChain
 
     base = ModelChain("base")
     sft = base.after_training({"finetuning_type": "lora"}, "sft")
@@ -414,7 +414,7 @@ def test_loop_stops_when_acceptance_stops_improving(tmp_path: Path, monkeypatch:
 
 
 def test_loop_refuses_unknown_keys(tmp_path: Path):
-    from llamafactory_fea.train.synth.loop import LoopArguments
+    from llamafactory_fea.loop import LoopArguments
 
     config = tmp_path / "loop.yaml"
     config.write_text("output_dir: out\nseed_dataset: seed\nround: 2\n")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llamafactory_fea.tiny_model import SPECIAL_TOKENS, make_tiny_model
+from llamafactory_fea.demo.tiny_model import SPECIAL_TOKENS, make_tiny_model
 
 from .conftest import run_cli
 

@@ -82,22 +82,37 @@ def sample_rows(samples: Sequence[Any], judged: dict[int, Any]) -> list[dict[str
     ]
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    r"""Load and join the predictions, score them, write the reports; print where they are. Exit 1 on bad input."""
-    from ..data.records import RecordError, write_jsonl
-    from .judge import JudgeConfig
+def score_predictions(
+    predictions: "str | Path",
+    output_dir: "str | Path",
+    dataset_dir: "str | Path" = "data_registry",
+    dataset: str | None = None,
+    max_samples: int | None = None,
+    benchmark: str | None = None,
+    judge_config: Any = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    r"""Load and join the predictions, score them and write the reports; raises `RecordError` on bad input."""
+    from ..data.records import write_jsonl
     from .predictions import load_samples
-    from .report import markdown, write_reports
+    from .report import write_reports
+
+    samples, join = load_samples(predictions, dataset_dir, dataset, max_samples)
+    results, judged = evaluate(samples, benchmark or benchmark_for(dataset), judge_config)
+    results["join"] = vars(join)
+    paths = write_reports(results, output_dir)
+    paths["samples"] = Path(output_dir) / "samples.jsonl"
+    write_jsonl(paths["samples"], sample_rows(samples, judged))
+    return results, paths
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    r"""`llamafactory-fea eval`: score, print the report and where it is. Exit 1 on bad input."""
+    from ..data.records import RecordError
+    from .judge import JudgeConfig
+    from .report import markdown
 
     if bool(args.judge_url) != bool(args.judge_model):
         print("error: give --judge-url and --judge-model together.")
-        return 1
-
-    benchmark = args.benchmark or benchmark_for(args.dataset)
-    try:
-        samples, join = load_samples(args.predictions, args.dataset_dir, args.dataset, args.max_samples)
-    except RecordError as error:
-        print(f"error: {error}")
         return 1
 
     judge_config = (
@@ -105,11 +120,20 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.judge_url
         else None
     )
-    results, judged = evaluate(samples, benchmark, judge_config)
-    results["join"] = vars(join)
-    paths = write_reports(results, args.output_dir)
-    paths["samples"] = Path(args.output_dir) / "samples.jsonl"
-    write_jsonl(paths["samples"], sample_rows(samples, judged))
+    try:
+        results, paths = score_predictions(
+            args.predictions,
+            args.output_dir,
+            args.dataset_dir,
+            args.dataset,
+            args.max_samples,
+            args.benchmark,
+            judge_config,
+        )
+    except RecordError as error:
+        print(f"error: {error}")
+        return 1
+
     print(markdown(results))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
     return 0

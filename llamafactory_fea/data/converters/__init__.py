@@ -3,7 +3,7 @@ r"""One converter module per source dataset; importing this package imports (and
 import importlib
 import pkgutil
 
-from ..convert import CONVERTERS, register_converter
+from .base import CONVERTERS, register_converter
 
 
 for _module in pkgutil.iter_modules(__path__):

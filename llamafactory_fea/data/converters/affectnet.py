@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from ..records import FEARecord, RecordError
-from ._common import (
+from .base import (
     BenchmarkReport,
     add_common_arguments,
     check_image,

@@ -9,7 +9,7 @@ from typing import Any
 from ...fea.aus import AU_PATTERN
 from ...fea.emotions import SYNONYMS, normalize_emotion
 from ..records import FEARecord, RecordError
-from ._common import (
+from .base import (
     BenchmarkReport,
     add_common_arguments,
     check_image,

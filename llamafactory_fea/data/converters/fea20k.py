@@ -13,7 +13,7 @@ from typing import Any
 from ...fea.aus import parse_au
 from ...fea.emotions import LABEL_SPACES, normalize_emotion
 from ...fea.prompts import FEAPrompts
-from ..convert import ConversionReport, Converter, register_converter
+from .base import ConversionReport, Converter, register_converter
 from ..records import FEARecord, RecordError, register_dataset, write_jsonl
 from ..validate import IMAGE_TOKEN, RowChecker, json_lines, record_error
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..records import FEARecord, RecordError
-from ._common import BenchmarkReport, add_common_arguments, make_converter, question, save_png_atomic
+from .base import BenchmarkReport, add_common_arguments, make_converter, question, save_png_atomic
 
 
 NAME = "fer2013"

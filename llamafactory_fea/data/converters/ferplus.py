@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from ..records import FEARecord, RecordError
-from ._common import BenchmarkReport, add_common_arguments, make_converter, question, require, save_png_atomic
+from .base import BenchmarkReport, add_common_arguments, make_converter, question, require, save_png_atomic
 from .fer2013 import find_csv, pixels_to_image, read_rows
 
 

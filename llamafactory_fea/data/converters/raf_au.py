@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from ..records import FEARecord, RecordError
-from ._common import (
+from .base import (
     BenchmarkReport,
     add_common_arguments,
     check_image,

@@ -21,7 +21,7 @@ from llamafactory.data.parser import get_dataset_list
 
 from ...rewards import AU_WEIGHT_COLUMN, au_frequency_weights
 from .._logging import get_logger
-from ..converter import LABELS_COLUMN, load_labelled_dataset
+from ..labelled_data import LABELS_COLUMN, load_labelled_dataset
 
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
 from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
 from ...fea.prompts import FEAPrompts
-from ..converter import LABELS_COLUMN, load_labelled_dataset
+from ..labelled_data import LABELS_COLUMN, load_labelled_dataset
 
 
 if TYPE_CHECKING:

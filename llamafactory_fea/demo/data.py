@@ -6,7 +6,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from ..fea.aus import format_au
-from .records import FEARecord, register_dataset, write_jsonl
+from ..data.records import FEARecord, register_dataset, write_jsonl
 
 
 DEMO_FOLDER = "demo"

@@ -3,10 +3,10 @@ r"""Demo predictions: a `generated_predictions.jsonl` as LLaMA-Factory writes it
 import json
 from pathlib import Path
 
-from ..data.records import atomic_write_text
-from ..fea.aus import EMOTION_PROTOTYPES, format_au
-from ..fea.emotions import BASIC_EMOTIONS
-from .predictions import assistant_turn, dataset_rows
+from llamafactory_fea.data.records import atomic_write_text
+from llamafactory_fea.fea.aus import EMOTION_PROTOTYPES, format_au
+from llamafactory_fea.fea.emotions import BASIC_EMOTIONS
+from llamafactory_fea.eval.predictions import assistant_turn, dataset_rows
 
 
 def fabricate(index: int, row: dict) -> str:

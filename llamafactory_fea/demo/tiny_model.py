@@ -3,9 +3,9 @@ r"""Build a tiny random-weight Qwen-VL model, tokenizer and processor offline (f
 import tempfile
 from pathlib import Path
 
-from .fea.aus import AU_CATALOGUE
-from .fea.emotions import EMOTIONS, SYNONYMS
-from .fea.prompts import FEAPrompts
+from ..fea.aus import AU_CATALOGUE
+from ..fea.emotions import EMOTIONS, SYNONYMS
+from ..fea.prompts import FEAPrompts
 
 
 ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")

@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ...data.records import DATASET_INFO, atomic_write_text
-from .report import REPORT_JSON
+from .data.records import DATASET_INFO, atomic_write_text
+from .train.synth.report import REPORT_JSON
 
 
-STEPS = ("sft", "grpo", "synth")
 STATE_FILE = "loop_state.json"
 LOOP_REPORT = "loop_report"
 
@@ -200,11 +199,11 @@ class Loop:
         atomic_write_text(self.state_path, json.dumps(self.state, indent=2) + "\n")
 
     def evaluate(self, round_dir: Path, chain: ModelChain) -> dict[str, Any] | None:
-        r"""Optional: predict on the eval set with the round's model and score it with `llamafactory-fea eval`."""
+        r"""Optional: predict on the eval set with the round's model and score the predictions (`score_predictions`)."""
         if self.args.eval is None:
             return None
 
-        from ...cli import main as fea_cli
+        from .eval.runner import score_predictions
 
         eval_args = dict(self.args.eval)
         dataset, benchmark = eval_args.pop("dataset"), eval_args.pop("benchmark", None)
@@ -214,14 +213,15 @@ class Loop:
             base, eval_args, {**chain.keys(), "eval_dataset": dataset, "output_dir": str(predict_dir)}
         )
         self.run_step(round_dir, "predict", config)
-        command = ["eval", str(predict_dir / "generated_predictions.jsonl"), "--dataset-dir", str(self.registry)]
-        command += ["--dataset", dataset, "--output-dir", str(round_dir / "eval")]
-        command += ["--benchmark", benchmark] if benchmark else []
-        command += ["--max-samples", str(config["max_samples"])] if config.get("max_samples") else []
-        if fea_cli(command) != 0:
-            raise RuntimeError(f"[loop] {round_dir.name}/eval failed.")
-
-        return json.loads((round_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))
+        results, _ = score_predictions(
+            predict_dir / "generated_predictions.jsonl",
+            round_dir / "eval",
+            dataset_dir=self.registry,
+            dataset=dataset,
+            max_samples=config.get("max_samples"),
+            benchmark=benchmark,
+        )
+        return results
 
     def run_round(self, k: int, chain: ModelChain, previous_synth: str | None) -> tuple[dict[str, Any], ModelChain]:
         r"""SFT (seed + previous synthesis), GRPO (optional), synthesis; return the round's record and final model."""
