@@ -3,7 +3,8 @@ r"""Interpreter start-up cost of the plugin's `.pth` hook: `python -c pass` and 
     .venv/bin/python bench/bench_startup.py [--runs 20]
 
 Prints the median wall time of each with the plugin on and switched off (LLAMAFACTORY_FEA_DISABLE=1), and the
-self time of `llamafactory_fea._bootstrap` from `python -X importtime`.
+self times of `llamafactory_fea._bootstrap` (every start) and `llamafactory_fea.seam` (imported by the hook on the
+first `llamafactory.*` import) from `python -X importtime`.
 """
 
 import argparse
@@ -25,13 +26,13 @@ def _median_seconds(code: str, runs: int, **env: str) -> float:
     return statistics.median(times)
 
 
-def _bootstrap_import_us(runs: int) -> float:
-    r"""Median self time in microseconds of importing the bootstrap, as `-X importtime` reports it."""
+def _import_self_us(code: str, module: str, runs: int) -> float:
+    r"""Median self time in microseconds of importing `module` while running `code`, as `-X importtime` reports it."""
     times = []
     for _ in range(runs):
-        result = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True)
         for line in result.stderr.splitlines():
-            if line.rstrip().endswith("llamafactory_fea._bootstrap"):
+            if line.rstrip().endswith(f" {module}"):
                 times.append(int(line.split("|")[0].split(":")[1]))
 
     return statistics.median(times) if times else float("nan")
@@ -51,7 +52,10 @@ def main() -> None:
             f"{label:<16} plugin on {on * 1000:8.1f} ms   off {off * 1000:8.1f} ms   cost {(on - off) * 1000:+7.1f} ms"
         )
 
-    print(f"bootstrap import self time (median of {args.runs}): {_bootstrap_import_us(args.runs):.0f} us")
+    bootstrap_us = _import_self_us("pass", "llamafactory_fea._bootstrap", args.runs)
+    print(f"bootstrap import self time (median of {args.runs}): {bootstrap_us:.0f} us")
+    seam_us = _import_self_us("import llamafactory.extras.env", "llamafactory_fea.seam", 3)
+    print(f"seam import self time, on the first llamafactory.* import (median of 3): {seam_us:.0f} us")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ r"""Synthesis throughput (samples/s) on CPU with the tiny random-weight model an
 
     .venv/bin/python bench/bench_synth.py [--samples 64] [--batch-sizes 1,8,16] [--max-new-tokens 32] [--threads 1]
 
-Runs a full synthesis round (guided prompts, batched generate with left padding, retries told what was wrong,
+Runs a full synthesis pass (guided prompts, batched generate with left padding, retries told what was wrong,
 the journal and the merge) on the demo faces repeated to `--samples`, for each batch size, and prints generated
 samples per second and completions per second. The random model keeps nothing, so every sample uses all its
 retries: the figure is the worst case per sample (1 + `--retries` completions each).
@@ -35,7 +35,7 @@ def main() -> None:
     from llamafactory_fea.demo.tiny_model import make_tiny_model
     from llamafactory_fea.train.synth.args import SynthesisArguments
     from llamafactory_fea.train.synth.engine import HuggingfaceSynthEngine
-    from llamafactory_fea.train.synth.job import SynthesisRoundConfig, run_synthesis_round
+    from llamafactory_fea.train.synth.job import SynthesisPassConfig, run_synthesis_pass
     from llamafactory_fea.train.synth.samples import load_samples
     from llamafactory_fea.train.synth.synthesizer import build_synthesizer
 
@@ -72,14 +72,14 @@ def main() -> None:
         )
         for batch_size in (int(size) for size in args.batch_sizes.split(",")):
             synth_args = SynthesisArguments(synth_batch_size=batch_size, synth_max_retries=args.retries)
-            config = SynthesisRoundConfig.from_args(synth_args, "bench", ["fea_demo"], Path(tmp) / f"run{batch_size}")
+            config = SynthesisPassConfig.from_args(synth_args, "bench", ["fea_demo"], Path(tmp) / f"run{batch_size}")
             start = time.perf_counter()
-            synthesis_round = run_synthesis_round(build_synthesizer(engine, synth_args), samples, config)
+            synthesis_pass = run_synthesis_pass(build_synthesizer(engine, synth_args), samples, config)
             seconds = time.perf_counter() - start
-            completions = synthesis_round.generated + synthesis_round.retries
+            completions = synthesis_pass.generated + synthesis_pass.retries
             print(
-                f"batch {batch_size:3d}: {synthesis_round.generated / seconds:7.2f} samples/s, "
-                f"{completions / seconds:7.2f} completions/s ({seconds:.1f} s, kept {synthesis_round.kept})"
+                f"batch {batch_size:3d}: {synthesis_pass.generated / seconds:7.2f} samples/s, "
+                f"{completions / seconds:7.2f} completions/s ({seconds:.1f} s, kept {synthesis_pass.kept})"
             )
 
 

@@ -1,7 +1,8 @@
 r"""Imported by `llamafactory_fea.pth` at every interpreter start: installs a post-import hook, nothing heavy.
 
-When LLaMA-Factory modules named in `HOOKED_MODULES` are imported (in any process: the CLI, a torchrun child,
-LLaMA Board's training subprocess, a Ray worker), `llamafactory_fea.integration.on_import` patches them.
+When a LLaMA-Factory module that `llamafactory_fea.seam` patches is imported (in any process: the CLI, a torchrun
+child, LLaMA Board's training subprocess, a Ray worker), `seam.on_import` patches it; `seam.py` says why a hook.
+The hook answers only for `llamafactory.*` names and reads the hooked modules from the seam's table on the first.
 Set `LLAMAFACTORY_FEA_DISABLE=1` to switch the plugin off.
 """
 
@@ -11,20 +12,11 @@ from importlib.machinery import PathFinder
 
 
 DISABLE_ENV = "LLAMAFACTORY_FEA_DISABLE"
-HOOKED_MODULES = frozenset(
-    {
-        "llamafactory.extras.constants",
-        "llamafactory.train.tuner",
-        "llamafactory.webui.common",
-        "llamafactory.webui.components.train",
-        "llamafactory.webui.control",
-        "llamafactory.webui.runner",
-    }
-)
+HOST_PREFIX = "llamafactory."
 
 
 class _PatchingLoader:
-    r"""Wraps a module loader so that `integration.on_import` runs once the module has been executed."""
+    r"""Wraps a module loader so that `seam.on_import` runs once the module has been executed."""
 
     def __init__(self, loader) -> None:
         self._loader = loader
@@ -37,15 +29,20 @@ class _PatchingLoader:
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
-        from llamafactory_fea.integration import on_import
+        from llamafactory_fea.seam import on_import
 
         on_import(module)
 
 
 class _PostImportFinder:
-    r"""A meta path finder that answers only for the hooked LLaMA-Factory modules."""
+    r"""A meta path finder that answers only for the LLaMA-Factory modules in the seam's table."""
 
     def find_spec(self, fullname: str, path=None, target=None):
+        if not fullname.startswith(HOST_PREFIX):
+            return None
+
+        from llamafactory_fea.seam import HOOKED_MODULES
+
         if fullname not in HOOKED_MODULES:
             return None
 

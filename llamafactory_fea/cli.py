@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     r"""The command-line parser with every subcommand."""
     from .data.converters import CONVERTERS
     from .data.validate import add_arguments as add_validate_arguments
-    from .eval.runner import add_eval_arguments
     from .demo.tiny_model import ARCHITECTURES
+    from .eval.runner import add_eval_arguments
 
     parser = argparse.ArgumentParser(prog="llamafactory-fea", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -19,12 +19,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data.records import DATASET_INFO, atomic_write_text
-from .train.synth.report import REPORT_JSON
+from .data.records import DATASET_INFO, atomic_write
+from .hparams import split_arg
+from .train.synth.report import read_passes
 
 
 STATE_FILE = "loop_state.json"
@@ -33,11 +35,11 @@ LOOP_REPORT = "loop_report"
 
 @dataclass
 class LoopArguments:
-    r"""Keys of a loop YAML (examples/fea_loop.yaml)."""
+    r"""Keys of a loop YAML (examples/fea_loop.yaml); a step's `dataset` is a key of its `*_args` (default: the seed)."""
 
     output_dir: str
     seed_dataset: str
-    synthesis_dataset: str | None = None
+    synthesis_dataset: str | None = None  # deprecated: `synth_args: {dataset: ...}`
     dataset_dir: str = "data_registry"
     rounds: int = 3
     min_improvement: float = 0.0
@@ -66,7 +68,9 @@ class LoopArguments:
         if self.eval is not None and not self.eval.get("dataset"):
             raise ValueError("`eval` needs `dataset`: a registered labelled test set, e.g. fea20k_test.")
 
-        self.synthesis_dataset = self.synthesis_dataset or self.seed_dataset
+        if self.synthesis_dataset is not None:
+            warnings.warn("loop key `synthesis_dataset` is deprecated: use `synth_args.dataset`.", FutureWarning)
+            self.synth_args = {"dataset": self.synthesis_dataset, **self.synth_args}
 
     @classmethod
     def from_yaml(cls, path: "str | Path", overrides: list[str] | None = None) -> "LoopArguments":
@@ -117,10 +121,6 @@ def _load_yaml(path: str | None) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(Path(path)))
 
 
-def _split(names: str) -> list[str]:
-    return [name.strip() for name in names.split(",") if name.strip()]
-
-
 def launcher_command(launcher: str) -> list[str]:
     r"""The launcher's words, its program found on PATH or beside this Python (an unactivated virtual env)."""
     words = shlex.split(launcher)
@@ -166,7 +166,7 @@ class Loop:
 
         path = self.registry / DATASET_INFO
         current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        atomic_write_text(path, json.dumps({**current, **entries}, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(path, json.dumps({**current, **entries}, indent=2, ensure_ascii=False) + "\n")
 
     def step_config(self, base: str | None, extra: dict[str, Any], forced: dict[str, Any]) -> dict[str, Any]:
         r"""A step's YAML: base YAML < `common_args` < the step's `*_args` < the loop's own keys."""
@@ -185,7 +185,7 @@ class Loop:
 
         yaml_path, log_path = round_dir / f"{step}.yaml", round_dir / f"{step}.log"
         round_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(yaml_path, OmegaConf.to_yaml(OmegaConf.create(config)))
+        atomic_write(yaml_path, OmegaConf.to_yaml(OmegaConf.create(config)))
         print(f"[loop] {name}: {self.args.launcher} train {yaml_path} (log: {log_path})", flush=True)
         with open(log_path, "w", encoding="utf-8") as log:
             command = [*launcher_command(self.args.launcher), "train", str(yaml_path)]
@@ -196,7 +196,7 @@ class Loop:
             raise RuntimeError(f"[loop] {name} failed (exit {returncode}); last lines of {log_path}:\n{tail}")
 
         self.state["done"].append(name)
-        atomic_write_text(self.state_path, json.dumps(self.state, indent=2) + "\n")
+        atomic_write(self.state_path, json.dumps(self.state, indent=2) + "\n")
 
     def evaluate(self, round_dir: Path, chain: ModelChain) -> dict[str, Any] | None:
         r"""Optional: predict on the eval set with the round's model and score the predictions (`score_predictions`)."""
@@ -226,7 +226,7 @@ class Loop:
     def run_round(self, k: int, chain: ModelChain, previous_synth: str | None) -> tuple[dict[str, Any], ModelChain]:
         r"""SFT (seed + previous synthesis), GRPO (optional), synthesis; return the round's record and final model."""
         round_dir = self.output_dir / f"round_{k}"
-        sft_datasets = _split(self.args.seed_dataset) + ([previous_synth] if previous_synth else [])
+        sft_datasets = split_arg(self.args.seed_dataset) + ([previous_synth] if previous_synth else [])
         sft_dir = str(round_dir / "sft")
         sft_config = self.step_config(
             self.args.sft,
@@ -253,7 +253,7 @@ class Loop:
             self.args.synth_args,
             {
                 **chain.keys(),
-                "dataset": self.args.synthesis_dataset,
+                "dataset": self.args.synth_args.get("dataset") or self.args.seed_dataset,
                 "output_dir": str(synth_dir),
                 "synth_dataset_dir": str(self.registry),
                 "synth_dataset_name": synth_name,
@@ -261,16 +261,16 @@ class Loop:
             },
         )
         self.run_step(round_dir, "synth", synth_config)
-        synthesis = json.loads((synth_dir / REPORT_JSON).read_text(encoding="utf-8"))["rounds"][-1]
+        synthesis = read_passes(synth_dir)[-1]
         record = {
             "round": k,
             "sft_datasets": sft_datasets,
             "model": chain.keys(),
-            "generated": synthesis["generated"],
-            "kept": synthesis["kept"],
-            "acceptance_rate": synthesis["acceptance_rate"],
-            "rejected": synthesis["rejected"],
-            "synth_dataset": synth_name if synthesis["registered_in"] else None,
+            "generated": synthesis.generated,
+            "kept": synthesis.kept,
+            "acceptance_rate": synthesis.acceptance_rate,
+            "rejected": synthesis.rejected,
+            "synth_dataset": synth_name if synthesis.registered_in else None,
             "eval": self.evaluate(round_dir, chain),
         }
         return record, chain
@@ -278,7 +278,7 @@ class Loop:
     def write_report(self, records: list[dict[str, Any]], stopped: str) -> None:
         r"""`loop_report.json` and a readable `loop_report.md`."""
         report = {"config": asdict(self.args), "rounds": records, "stopped": stopped}
-        atomic_write_text(self.output_dir / f"{LOOP_REPORT}.json", json.dumps(report, indent=2) + "\n")
+        atomic_write(self.output_dir / f"{LOOP_REPORT}.json", json.dumps(report, indent=2) + "\n")
         lines = [
             "# Facial-R1 loop",
             "",
@@ -292,14 +292,14 @@ class Loop:
             )
 
         lines += ["", f"Stopped: {stopped}."]
-        atomic_write_text(self.output_dir / f"{LOOP_REPORT}.md", "\n".join(lines) + "\n")
+        atomic_write(self.output_dir / f"{LOOP_REPORT}.md", "\n".join(lines) + "\n")
 
     def run(self) -> list[dict[str, Any]]:
         r"""Run the rounds; stop after `rounds` or when acceptance stops improving."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.prepare_registry()
         base = self.step_config(self.args.sft, self.args.sft_args, {})
-        base_chain = ModelChain(base["model_name_or_path"], _split(base.get("adapter_name_or_path") or ""))
+        base_chain = ModelChain(base["model_name_or_path"], split_arg(base.get("adapter_name_or_path")))
         chain, previous_synth, records, stopped = base_chain, None, [], f"{self.args.rounds} rounds done"
         for k in range(1, self.args.rounds + 1):
             start = base_chain if self.args.sft_init == "base" else chain

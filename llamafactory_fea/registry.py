@@ -1,6 +1,7 @@
 r"""The one registry pattern of the package: a name-to-object dict that refuses a name registered twice."""
 
-from typing import TypeVar
+import importlib
+from typing import Any, TypeVar
 
 
 T = TypeVar("T")
@@ -29,3 +30,16 @@ class Registry(dict[str, T]):
 
         self[name] = value
         return value
+
+
+def import_object(path: str, what: str = "object") -> Any:
+    r"""Import `package.module.attribute` (a user's reward, engine factory, or a stage's runner); ValueError if it fails.
+
+    >>> import_object("llamafactory_fea.registry.Registry").__name__
+    'Registry'
+    """
+    module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"Cannot import the {what} {path!r}: {err}.") from err

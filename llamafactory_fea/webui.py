@@ -1,6 +1,6 @@
 r"""LLaMA Board pieces for the plugin stages: the settings accordions, their YAML keys, the reward plot, the data dir.
 
-`integration.py` patches them into LLaMA Board; nothing here touches LLaMA-Factory by itself. Every widget of a
+`seam.py` patches them into LLaMA Board; nothing here touches LLaMA-Factory by itself. Every widget of a
 plugin stage is a field of the stage's arguments dataclass (`GRPOArguments`, `SynthesisArguments`): its default
 comes from there, and its value reaches the training YAML only when that stage is selected.
 """
@@ -10,7 +10,9 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+
+from .hparams import split_arg
 
 
 if TYPE_CHECKING:
@@ -39,7 +41,6 @@ class BoardField:
 
 ROW_SIZE = 5
 MARKERS, LINESTYLES = ("o", "s", "^", "D", "v", "P"), ("-", "--", ":", "-.")
-LOSS_TYPES = ("grpo", "dapo", "bnpo", "dr_grpo")
 
 
 def _reward_names() -> list[str]:
@@ -74,9 +75,7 @@ BOARD_FIELDS: dict[str, tuple[BoardField, ...]] = {
         ),
         BoardField("temperature", "Temperature", "Sampling temperature of the rollouts.", "slider", 0.0, 2.0, 0.05),
         BoardField("beta", "KL beta", "Weight of the KL penalty (0: no reference model).", "slider", 0.0, 1.0, 0.001),
-        BoardField(
-            "loss_type", "Loss type", "TRL's GRPO loss formulation.", kind="dropdown", choices=lambda: LOSS_TYPES
-        ),
+        BoardField("loss_type", "Loss type", "TRL's GRPO loss formulation.", kind="dropdown"),
         BoardField("scale_rewards", "Advantage scaling", "Divide by the std of the group, batch or none.", "dropdown"),
         BoardField("au_frequency_weighting", "AU frequency weighting", "Per-sample weight of rare AUs.", "dropdown"),
         BoardField("use_vllm", "Use vLLM", "Generate the rollouts with vLLM.", kind="checkbox"),
@@ -134,24 +133,13 @@ def _is_list(dataclass_field: Any) -> bool:
     return "list" in str(dataclass_field.type).lower()
 
 
-def _as_list(value: Any) -> list[str]:
-    r"""A list or comma-separated string as a list of strings."""
-    if value is None:
-        return []
-
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-
-    return [str(item) for item in value]
-
-
 def _widget_value(spec: BoardField, default: Any) -> Any:
     r"""The initial value of a widget from the dataclass default."""
     if spec.kind == "multiselect":
-        return _as_list(default)
+        return split_arg(default)
 
     if spec.kind == "floats":
-        return ", ".join(_as_list(default))
+        return ", ".join(map(str, split_arg(default)))
 
     if spec.kind == "checkbox":
         return bool(default)
@@ -160,12 +148,12 @@ def _widget_value(spec: BoardField, default: Any) -> Any:
 
 
 def _choices(spec: BoardField, dataclass_field: Any, default: Any) -> list[str]:
-    r"""The choices of a dropdown: the field's own, else the spec's, always with the default."""
-    choices = list(dataclass_field.metadata.get("choices", ()))
+    r"""The choices of a dropdown: the field's `Literal` values, else the spec's, always with the default."""
+    choices = list(get_args(dataclass_field.type)) if get_origin(dataclass_field.type) is Literal else []
     if not choices and spec.choices is not None:
         choices = list(spec.choices())
 
-    return choices + [value for value in _as_list(default) if value not in choices]
+    return choices + [value for value in split_arg(default) if value not in choices]
 
 
 def create_widget(spec: BoardField, dataclass_field: Any, elem_id: str) -> "Component":
@@ -222,15 +210,10 @@ def stage_visibility(stages: Sequence[str]) -> Callable[[str], list[Any]]:
     return change_visibility
 
 
-def _to_floats(value: str) -> list[float]:
-    r"""Parse a comma-separated list of numbers."""
-    return [float(item) for item in _as_list(value)]
-
-
 def _to_arg(spec: BoardField, dataclass_field: Any, value: Any) -> Any:
     r"""Turn a widget value into the YAML value of its dataclass field (None: leave the field's default)."""
     if spec.kind in ("multiselect", "floats"):
-        items = _to_floats(value) if spec.kind == "floats" else _as_list(value)
+        items = [float(item) if spec.kind == "floats" else item for item in split_arg(value)]
         if not items:
             return None
 
@@ -308,20 +291,12 @@ def gen_reward_plot(trainer_log: list[dict[str, Any]]) -> "Figure":
 
 def read_trainer_log(output_path: "str | os.PathLike") -> list[dict[str, Any]]:
     r"""The lines of a run's `trainer_log.jsonl` (empty before the first log; a half-written last line is skipped)."""
-    import json
-
     from llamafactory.extras.constants import TRAINER_LOG
 
-    path = Path(output_path, TRAINER_LOG)
-    trainer_log = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                trainer_log.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    from .data.records import json_lines
 
-    return trainer_log
+    path = Path(output_path, TRAINER_LOG)
+    return [log for _, log in json_lines(path) if isinstance(log, dict)] if path.is_file() else []
 
 
 def create_reward_plot(output_path: "str | os.PathLike") -> "Component | None":

@@ -3,10 +3,10 @@ r"""Demo predictions: a `generated_predictions.jsonl` as LLaMA-Factory writes it
 import json
 from pathlib import Path
 
-from llamafactory_fea.data.records import atomic_write_text
+from llamafactory_fea.data.records import atomic_write
+from llamafactory_fea.eval.predictions import assistant_turn, dataset_rows
 from llamafactory_fea.fea.aus import EMOTION_PROTOTYPES, format_au
 from llamafactory_fea.fea.emotions import BASIC_EMOTIONS
-from llamafactory_fea.eval.predictions import assistant_turn, dataset_rows
 
 
 def fabricate(index: int, row: dict) -> str:
@@ -40,5 +40,5 @@ def make_demo_predictions(dataset_dir: "str | Path", output: "str | Path", datas
         json.dumps({"prompt": "", "predict": fabricate(index, row), "label": assistant_turn(row)}, ensure_ascii=False)
         for index, (_, row) in enumerate(rows)
     ]
-    atomic_write_text(output, "".join(f"{line}\n" for line in lines))
+    atomic_write(output, "".join(f"{line}\n" for line in lines))
     return Path(output)

@@ -64,7 +64,7 @@ def test_rafdb_rejects_bad_lines_and_writes_nothing_without_allow_rejects(rafdb:
     assert "does not exist" in printed
     assert f"{label_file}:2: image" in printed
     assert "cannot be read" in printed
-    assert "nothing written" in printed
+    assert "Nothing written" in printed
     assert not (out / "dataset_info.json").exists()
 
     assert convert("rafdb", str(rafdb), "--dataset-dir", str(out), "--allow-rejects") == 0

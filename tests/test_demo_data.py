@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llamafactory_fea.demo.data import DEMO_FACES, TEST_FILE, TRAIN_FILE, draw_face, make_demo, reasoning
 from llamafactory_fea.data.validate import validate_datasets
+from llamafactory_fea.demo.data import DEMO_FACES, TEST_FILE, TRAIN_FILE, draw_face, make_demo, reasoning
 from llamafactory_fea.fea import parse_completion
 from llamafactory_fea.fea.emotions import BASIC_EMOTIONS
 

@@ -10,9 +10,9 @@ from PIL import Image
 
 from llamafactory_fea.cli import main
 from llamafactory_fea.demo.data import make_demo
-from tests.demo_predictions import make_demo_predictions
 from llamafactory_fea.eval.predictions import load_samples
 from llamafactory_fea.eval.runner import evaluate
+from tests.demo_predictions import make_demo_predictions
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from llamafactory_fea.cli import build_parser
-from llamafactory_fea.data.converters.base import ConversionReport
 from llamafactory_fea.data.converters import CONVERTERS
+from llamafactory_fea.data.converters.base import ConversionReport
 from llamafactory_fea.data.validate import validate_datasets
 from llamafactory_fea.fea import parse_completion
 from llamafactory_fea.fea.prompts import FEAPrompts

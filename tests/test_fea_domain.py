@@ -18,6 +18,7 @@ from llamafactory_fea.fea import (
     try_normalize_emotion,
 )
 from llamafactory_fea.fea.aus import EMOTION_PROTOTYPES, supports_emotion
+from llamafactory_fea.fea.labels import label_aus, label_columns, label_emotion, reference_answer, reference_aus
 
 
 @pytest.mark.parametrize(
@@ -163,3 +164,32 @@ def test_parser_survives_an_absurdly_long_au_number():
     assert len(parsed.aus) == 1
     assert not parsed.aus & set(AU_CATALOGUE)
     assert "not in the AU catalogue" in parsed.feedback()
+
+
+def test_labels_are_lenient_for_rewards_and_strict_for_evaluation():
+    assert (label_emotion("Sad"), label_emotion(" bored "), label_emotion("  ")) == ("sadness", "bored", None)
+    assert label_emotion("Sad", strict=True) == "sadness"
+    with pytest.raises(UnknownEmotionError, match="unknown emotion 'bored'"):
+        label_emotion("bored", strict=True)
+    with pytest.raises(UnknownEmotionError, match="not in this label space"):
+        label_emotion("neutral", strict=True, label_space=LABEL_SPACES["raf_au"])
+
+    assert label_aus(["AU1", "x", 4, True]) == frozenset({1, 4})
+    assert label_aus(["au01", 4], strict=True) == frozenset({1, 4})
+    assert label_aus(None, strict=True) is None
+    with pytest.raises(UnknownAUError):
+        label_aus(["AU1", "AU3"], strict=True)
+
+
+def test_label_columns_follow_the_aliases():
+    assert label_columns({"emotion": "Sad", "label": "anger", "aus": [4]}) == ("Sad", [4])
+    assert label_columns({"emotion": "", "label": "anger", "aus": [], "AUs": ["AU4"]}) == ("anger", ["AU4"])
+    assert label_columns({"labels": ["Sadness", "Anger"], "AUs": []}) == ("Sadness", None)  # FEA-20K
+    assert label_columns({"label": "<answer>anger</answer>"}, ("emotion", "labels")) == (None, None)
+
+
+def test_reference_readings_are_the_released_codes():
+    assert reference_answer("<answer>anger</answer><answer>\nSad.\n</answer>") == "sad"  # the last answer, cleaned
+    assert reference_answer(" Happiness. ") == "happiness"  # no tag: the whole completion
+    assert reference_aus("<THINK>(au4) (AU04)</Think><think>(AU15)</think>") == frozenset({"AU4", "AU04"})
+    assert reference_aus("(AU4) without a think block") == frozenset()

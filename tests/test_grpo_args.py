@@ -7,7 +7,8 @@ import pytest
 import yaml
 from transformers import HfArgumentParser
 
-from llamafactory_fea.train.grpo.args import GRPOArgumentError, GRPOArguments
+from llamafactory_fea.hparams import ArgumentError
+from llamafactory_fea.train.grpo.args import GRPOArguments
 
 from .conftest import EXAMPLES, ROOT
 
@@ -90,7 +91,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("key", "value"), BAD_VALUES)
 def test_bad_values_are_refused_with_the_key_named(key: str, value):
-    with pytest.raises(GRPOArgumentError, match=f"`{key}`"):
+    with pytest.raises(ArgumentError, match=f"`{key}`"):
         GRPOArguments(**{key: value})
 
 
@@ -100,12 +101,26 @@ def test_every_key_has_a_bad_value_case():
 
 
 def test_cross_key_checks():
-    with pytest.raises(GRPOArgumentError, match="`reward_weights` has 2 values for 3"):
+    with pytest.raises(ArgumentError, match="`reward_weights` has 2 values for 3"):
         GRPOArguments(reward_weights="1,1")
-    with pytest.raises(GRPOArgumentError, match="`generation_batch_size`"):
+    with pytest.raises(ArgumentError, match="`generation_batch_size`"):
         GRPOArguments(num_generations=4, generation_batch_size=6)
-    with pytest.raises(GRPOArgumentError, match="`ds3_gather_for_generation"):
+    with pytest.raises(ArgumentError, match="`ds3_gather_for_generation"):
         GRPOArguments(use_vllm=True, ds3_gather_for_generation=False)
+
+
+def test_reward_help_lists_the_registry_and_choices_are_literal_types():
+    from typing import Literal, get_args, get_origin
+
+    from llamafactory_fea.rewards import REWARDS
+
+    by_name = {item.name: item for item in fields(GRPOArguments)}
+    assert all(name in by_name["reward_funcs"].metadata["help"] for name in REWARDS)
+    assert get_origin(by_name["loss_type"].type) is Literal
+    assert get_args(by_name["scale_rewards"].type) == ("group", "batch", "none")
+    assert GRPOArguments(scale_rewards=True).scale_rewards == "group"  # TRL's true/false spelling
+    with pytest.raises(SystemExit):  # argparse refuses a value outside the Literal on the command line
+        HfArgumentParser(GRPOArguments).parse_args_into_dataclasses(args=["--loss_type", "ppo"])
 
 
 def test_hf_argument_parser_reads_the_dataclass_from_a_dict_and_a_command_line():

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from llamafactory_fea.data.records import FEARecord, register_dataset, write_jsonl
+from llamafactory_fea.fea.labels import extract_labels
 from llamafactory_fea.rewards import au_frequency_weights
-from llamafactory_fea.train.converter import extract_labels
 from llamafactory_fea.train.grpo.args import GRPOArguments
 from llamafactory_fea.train.grpo.data import get_grpo_dataset
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from llamafactory_fea.rewards import fea_emotion, fea_format
+from llamafactory_fea.seam import use_grpo_log_callback
 from llamafactory_fea.train.grpo.args import GRPOArguments
 from llamafactory_fea.train.grpo.rollout import check_vllm, generation_kwargs, vision_tokens
-from llamafactory_fea.train.grpo.trainer import clip_reward_sums, fea_metrics, use_grpo_log_callback
+from llamafactory_fea.train.grpo.trainer import clip_reward_sums, fea_metrics
 from llamafactory_fea.train.grpo.workflow import build_grpo_config, load_reward_funcs
 
 from .conftest import DATA_REGISTRY
@@ -63,6 +64,37 @@ def test_grpo_config_carries_llamafactory_and_grpo_keys(tiny_model: Path, tmp_pa
     assert config.generation_batch_size == 4
     assert config.steps_per_generation == 2
     assert config.model_init_kwargs is None
+
+
+def test_every_grpo_key_trl_knows_reaches_grpo_config(tiny_model: Path, tmp_path: Path):
+    from dataclasses import fields
+
+    from trl import GRPOConfig
+
+    own = {f.name for f in fields(GRPOArguments)} - {f.name for f in fields(GRPOConfig)}
+    assert own == {"reward_funcs", "reward_clip", "au_frequency_weighting", "suppress_vision_tokens"}  # the README's
+    model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path)
+    grpo_args = GRPOArguments(
+        num_generations=4,
+        reward_weights="1,2,3",
+        top_k=5,
+        epsilon_high=0.28,
+        scale_rewards="batch",
+        importance_sampling_level="sequence",
+        mask_truncated_completions=True,
+        log_completions=True,
+    )
+    config = build_grpo_config(None, model_args, training_args, finetuning_args, grpo_args, None)
+    for key in (
+        "reward_weights",
+        "top_k",
+        "epsilon_high",
+        "scale_rewards",
+        "importance_sampling_level",
+        "mask_truncated_completions",
+        "log_completions",
+    ):
+        assert getattr(config, key) == getattr(grpo_args, key), key
 
 
 def test_reference_model_dtype_for_full_tuning(tiny_model: Path, tmp_path: Path):

@@ -1,6 +1,7 @@
-r"""The `.pth` bootstrap and the LLaMA-Factory patches: on, off, refused versions, stock behaviour unchanged."""
+r"""The `.pth` bootstrap and the seam: on, off, refused versions, stock behaviour unchanged, wrong routes refused."""
 
 import json
+import logging
 import subprocess
 import sys
 import types
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llamafactory_fea import integration
+from llamafactory_fea import seam
+from llamafactory_fea.train import plugin
 
 from .conftest import DATA_REGISTRY, cli_env, run_cli
 
@@ -46,17 +48,17 @@ def test_unsupported_llamafactory_version_is_refused(monkeypatch: pytest.MonkeyP
     import llamafactory.extras.env
 
     monkeypatch.setattr(llamafactory.extras.env, "VERSION", "0.9.9")
-    integration.host_supported.cache_clear()
+    seam.host_supported.cache_clear()
     original = lambda config: None
     tuner = types.ModuleType("llamafactory.train.tuner")
     tuner._training_function = original
     constants = types.ModuleType("llamafactory.extras.constants")
     constants.TRAINING_STAGES = {"Supervised Fine-Tuning": "sft"}
     try:
-        integration.on_import(tuner)
-        integration.on_import(constants)
+        seam.on_import(tuner)
+        seam.on_import(constants)
     finally:
-        integration.host_supported.cache_clear()
+        seam.host_supported.cache_clear()
 
     assert tuner._training_function is original
     assert constants.TRAINING_STAGES == {"Supervised Fine-Tuning": "sft"}
@@ -67,10 +69,10 @@ def test_unsupported_llamafactory_version_is_refused(monkeypatch: pytest.MonkeyP
 
 def test_duplicate_stage_is_refused():
     with pytest.raises(ValueError, match="already exists"):
-        integration.register_stage(integration.STAGES["grpo"])
+        plugin.register_stage(plugin.STAGES["grpo"])
 
     with pytest.raises(ValueError, match="already exists"):
-        integration.register_stage(integration.PluginStage("sft", "x", "a.b", "a.c"))
+        plugin.register_stage(plugin.PluginStage("sft", "x", "a.b", "a.c"))
 
 
 def _write_text_dataset(dataset_dir: Path) -> None:
@@ -120,24 +122,26 @@ def test_unknown_yaml_key_still_fails_for_stock_stages(tiny_model: Path, tmp_pat
 
 
 def test_plugin_keys_are_split_from_yaml_and_command_line_arguments():
-    stage = integration.STAGES["grpo"]
-    plugin_args, rest = integration.split_plugin_args(
+    stage = plugin.STAGES["grpo"]
+    plugin_args, rest = plugin.split_plugin_args(
         stage, {"stage": "grpo", "num_generations": 4, "model_name_or_path": "m"}
     )
     assert plugin_args.num_generations == 4
     assert rest == {"stage": "sft", "model_name_or_path": "m"}
 
     command_line = ["--stage", "grpo", "--num_generations", "3", "--model_name_or_path", "m"]
-    plugin_args, rest = integration.split_plugin_args(stage, command_line)
+    plugin_args, rest = plugin.split_plugin_args(stage, command_line)
     assert plugin_args.num_generations == 3
     assert rest == ["--stage", "sft", "--model_name_or_path", "m"]
 
 
 def test_unknown_plugin_stage_key_names_the_closest_known_key():
-    stage = integration.STAGES["grpo"]
-    integration._check_keys(stage, {"stage": "grpo", "num_generations": 2, "synthesis_callback": True, "lora_rank": 8})
+    stage = plugin.STAGES["grpo"]
+    plugin.check_keys(
+        stage, {"stage": "grpo", "num_generations": 2, "synth_callback": True, "lora_rank": 8}, seam.host_train_arguments()
+    )
     with pytest.raises(ValueError, match=r"num_generation \(did you mean num_generations"):
-        integration._check_keys(stage, {"stage": "grpo", "num_generation": 2})
+        plugin.check_keys(stage, {"stage": "grpo", "num_generation": 2}, seam.host_train_arguments())
 
 
 @pytest.mark.e2e
@@ -152,3 +156,148 @@ def test_unknown_grpo_yaml_key_fails_before_training(tiny_model: Path, tmp_path:
     assert result.returncode != 0
     assert "reward_func (did you mean reward_funcs" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+GRPO_ARGS = {
+    "stage": "grpo",
+    "do_train": True,
+    "model_name_or_path": "tiny",
+    "dataset": "fea_demo",
+    "report_to": "none",
+}
+
+
+@pytest.fixture
+def host_routes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    r"""LLaMA-Factory's tuner with its HyperParallel and Megatron-Core trainers faked as installed; lists what ran."""
+    import llamafactory.train.tuner as tuner
+
+    ran = []
+    for name, available in (("hyper_parallel", "is_hyper_parallel_available"), ("mca", "is_mcore_adapter_available")):
+        trainers = types.ModuleType(f"llamafactory.train.{name}")
+        trainers.run_sft = lambda *args, name=name: ran.append(f"{name} sft")
+        monkeypatch.setitem(sys.modules, trainers.__name__, trainers)
+        monkeypatch.setattr(tuner, available, lambda: True)
+
+    monkeypatch.setattr(tuner, "run_sft", lambda *args: ran.append("sft"))
+    return ran
+
+
+def test_plugin_stage_with_hyper_parallel_is_refused_not_run_as_sft(host_routes: list[str], tmp_path: Path):
+    import llamafactory.train.tuner as tuner
+
+    args = {**GRPO_ARGS, "output_dir": str(tmp_path), "use_hyper_parallel": True}
+    tuner._training_function.__wrapped__({"args": {**args, "stage": "sft"}, "callbacks": []})
+    assert host_routes == ["hyper_parallel sft"]  # where the stock dispatcher sends a plugin stage parsed as sft
+    with pytest.raises(ValueError, match=r"Stage grpo cannot run with `use_hyper_parallel: true`.*not grpo"):
+        tuner._training_function({"args": args, "callbacks": []})
+
+    assert host_routes == ["hyper_parallel sft"]
+
+
+def test_plugin_stage_with_use_mca_is_refused_not_run_as_sft(
+    host_routes: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import llamafactory.train.tuner as tuner
+
+    monkeypatch.setenv("USE_MCA", "1")
+    with pytest.raises(ValueError, match=r"Stage synth cannot run with USE_MCA=1.*Unset USE_MCA"):
+        tuner._training_function(
+            {"args": {**GRPO_ARGS, "stage": "synth", "output_dir": str(tmp_path)}, "callbacks": []}
+        )
+
+    assert not host_routes
+
+
+def test_every_row_of_the_seam_names_a_host_name_and_import_rows_are_applied():
+    import importlib
+
+    assert {patch.module for patch in seam.PATCHES if patch.when == "import"} == seam.HOOKED_MODULES
+    for patch in seam.PATCHES:
+        target = importlib.import_module(patch.module)
+        for part in patch.name.split("."):
+            target = getattr(target, part, None)
+
+        assert target is not None, f"{patch.module}.{patch.name} is gone from LLaMA-Factory"
+        if patch.when == "import" and callable(target):
+            assert hasattr(target, "__wrapped__"), f"{patch.module}.{patch.name} was not patched"
+
+
+def test_private_host_names_are_used_in_the_seam_only():
+    import ast
+
+    package = Path(seam.__file__).parent
+    private = {part for patch in seam.PATCHES for part in patch.name.split(".") if part.startswith("_")}
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path == Path(seam.__file__):
+            continue
+
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llamafactory"):
+                names = [alias.name for alias in node.names if alias.name.startswith("_")]
+            else:
+                names = [name for name in (getattr(node, "attr", None), getattr(node, "id", None)) if name in private]
+
+            offenders += [f"{path.relative_to(package)}:{node.lineno} {name}" for name in names]
+
+    assert not offenders
+
+
+def test_swapped_puts_the_stock_value_back_on_error():
+    owner = types.SimpleNamespace(run=len)
+    with pytest.raises(RuntimeError), seam.swapped(owner, "run", abs) as stock:
+        assert (stock, owner.run) == (len, abs)
+        raise RuntimeError
+
+    assert owner.run is len
+
+
+@pytest.fixture
+def plugin_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    r"""Captures the plugin's log (its logger does not propagate to the root logger)."""
+    logger = logging.getLogger("llamafactory_fea")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_a_failing_board_patch_warns_once_and_leaves_the_stock_function(plugin_log: pytest.LogCaptureFixture):
+    board_warnings = lambda: [message for message in plugin_log.messages if "LLaMA Board patch" in message]
+    calls = []
+
+    def stock(value: str) -> str:
+        calls.append(value)
+        if value == "host error":
+            raise KeyError(value)
+
+        return f"stock {value}"
+
+    def replacement(module: types.ModuleType, stock: types.FunctionType) -> types.FunctionType:
+        def build(value: str) -> str:
+            result = stock(value)
+            if value == "boom":
+                raise RuntimeError("broken on purpose")
+
+            return f"patched {result}"
+
+        return build
+
+    module = types.ModuleType("host.board")
+    module.build = stock
+    seam._apply(seam.Patch("host.board", "build", replacement, "the test's extras", board=True), module)
+    copied = module.build  # as `from host.board import build` elsewhere
+    assert copied("a") == "patched stock a"
+    with pytest.raises(KeyError):  # the stock function's own error is not the patch's
+        copied("host error")
+
+    assert copied("boom") == "stock boom"  # the stock answer, without calling the stock function twice
+    assert (copied("b"), module.build) == ("stock b", stock)
+    assert calls == ["a", "host error", "boom", "b"]
+    (warning,) = board_warnings()
+    assert "host.board.build failed (RuntimeError: broken on purpose)" in warning
+
+    seam._apply(seam.Patch("host.board", "gone", replacement, "the test's extras", board=True), module)
+    assert len(board_warnings()) == 2  # a target that is gone: one warning, nothing patched
+    with pytest.raises(AttributeError):  # a training patch is not guarded
+        seam._apply(seam.Patch("host.board", "gone", replacement, "training"), module)

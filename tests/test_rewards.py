@@ -1,6 +1,8 @@
 r"""FEA rewards: the reference semantics (checked against transcriptions of the released code), ranges, robustness, hacks."""
 
 import doctest
+import importlib
+import pkgutil
 import random
 import re
 from functools import cache
@@ -8,6 +10,7 @@ from functools import cache
 import pytest
 
 from llamafactory_fea import rewards
+from llamafactory_fea.fea import labels
 from llamafactory_fea.rewards import (
     REWARD_RANGES,
     REWARDS,
@@ -148,8 +151,14 @@ def test_registry_names_ranges_and_lookup():
         rewards.register_reward("fea_format", 0, 1)(fea_format)
 
 
-def test_docstring_examples():
-    assert doctest.testmod(rewards).failed == 0
+@pytest.mark.parametrize(
+    "module",
+    [labels.__name__, *(f"{rewards.__name__}.{info.name}" for info in pkgutil.iter_modules(rewards.__path__))],
+)
+def test_docstring_examples(module: str):
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0
+    assert result.attempted > 0
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llamafactory_fea.fea.aus import AU_PATTERN
+from llamafactory_fea.fea.labels import AU_PATTERN
 from llamafactory_fea.fea.parsing import parse_completion
 from llamafactory_fea.train.synth.args import SynthesisArguments, SynthesisCallbackArguments
 from llamafactory_fea.train.synth.engine import GenerationRequest
-from llamafactory_fea.train.synth.job import Journal, SynthesisRoundConfig, read_journals, run_synthesis_round
-from llamafactory_fea.train.synth.report import read_rounds
+from llamafactory_fea.train.synth.job import Journal, SynthesisPassConfig, read_journals, run_synthesis_pass
+from llamafactory_fea.train.synth.report import read_passes
 from llamafactory_fea.train.synth.samples import SynthSample
 from llamafactory_fea.train.synth.synthesizer import KeepRule, Synthesizer, judge
 
@@ -210,8 +210,8 @@ def test_strict_format_rejects_what_the_reference_rule_keeps(face: str):
     assert results[0].retries == 1
 
 
-def _config(tmp_path: Path, **kwargs) -> SynthesisRoundConfig:
-    return SynthesisRoundConfig(
+def _config(tmp_path: Path, **kwargs) -> SynthesisPassConfig:
+    return SynthesisPassConfig(
         name="fea_synth_test",
         datasets=["test"],
         run_dir=tmp_path / "run",
@@ -226,16 +226,16 @@ def _keys(run_dir: Path) -> list[str]:
     return [entry["key"] for path in sorted(run_dir.glob("synth_journal.rank*.jsonl")) for entry in Journal.read(path)]
 
 
-def test_round_journal_resume_and_report(cases, tmp_path: Path):
+def test_pass_journal_resume_and_report(cases, tmp_path: Path):
     samples, scripts = cases
     config = _config(tmp_path, stop_after=5)
-    first = run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=2, batch_size=2), samples, config)
+    first = run_synthesis_pass(Synthesizer(ScriptedEngine(scripts), max_retries=2, batch_size=2), samples, config)
     assert len(_keys(config.run_dir)) == 5
     assert not first.complete
 
     engine = ScriptedEngine(scripts)
     config.stop_after = None
-    synthesis_round = run_synthesis_round(Synthesizer(engine, max_retries=2, batch_size=2), samples, config)
+    synthesis_pass = run_synthesis_pass(Synthesizer(engine, max_retries=2, batch_size=2), samples, config)
     keys = _keys(config.run_dir)
     assert sorted(keys) == sorted(sample.key for sample in samples)  # every sample exactly once
     assert {request.key for request in engine.requests}.isdisjoint(set(keys[:5]))  # nothing redone
@@ -246,30 +246,30 @@ def test_round_journal_resume_and_report(cases, tmp_path: Path):
     info = json.loads((config.dataset_dir / "dataset_info.json").read_text())
     assert info["fea_synth_test"]["file_name"] == "synth/fea_synth_test.jsonl"
 
-    assert synthesis_round.complete
-    assert (synthesis_round.generated, synthesis_round.kept, synthesis_round.processed) == (9, 3, 12)
-    assert synthesis_round.rejected == {"emotion_mismatch": 2, "missing_tags": 2, "au_mismatch": 1, "empty_answer": 1}
-    assert synthesis_round.skipped == {"unreadable_image": 2, "no_labels": 1}
-    assert synthesis_round.retries == 6 * 2 + 2 + 2
-    assert synthesis_round.kept_after_retry == 2
-    assert synthesis_round.acceptance_rate == pytest.approx(3 / 9)
+    assert synthesis_pass.complete
+    assert (synthesis_pass.generated, synthesis_pass.kept, synthesis_pass.processed) == (9, 3, 12)
+    assert synthesis_pass.rejected == {"emotion_mismatch": 2, "missing_tags": 2, "au_mismatch": 1, "empty_answer": 1}
+    assert synthesis_pass.skipped == {"unreadable_image": 2, "no_labels": 1}
+    assert synthesis_pass.retries == 6 * 2 + 2 + 2
+    assert synthesis_pass.kept_after_retry == 2
+    assert synthesis_pass.acceptance_rate == pytest.approx(3 / 9)
     report = json.loads((config.run_dir / "synth_report.json").read_text())
-    assert report["rounds"][0]["kept"] == 3
-    assert [r.name for r in read_rounds(config.run_dir)] == ["fea_synth_test"]
+    assert report["passes"][0]["kept"] == 3
+    assert [r.name for r in read_passes(config.run_dir)] == ["fea_synth_test"]
     assert "kept 3 (33.3%)" in (config.run_dir / "synth_report.md").read_text()
 
 
 def test_a_line_cut_by_a_kill_is_redone(cases, tmp_path: Path):
     samples, scripts = cases
     config = _config(tmp_path, stop_after=3)
-    run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=2), samples, config)
+    run_synthesis_pass(Synthesizer(ScriptedEngine(scripts), max_retries=2), samples, config)
     journal = config.run_dir / "synth_journal.rank0.jsonl"
     lines = journal.read_text().splitlines(keepends=True)
     journal.write_text("".join(lines[:2]) + lines[2][:40])  # killed in the middle of the third line
 
     assert [entry["key"] for entry in Journal.read(journal)] == [samples[0].key, samples[1].key]
     config.stop_after = None
-    run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=2), samples, config)
+    run_synthesis_pass(Synthesizer(ScriptedEngine(scripts), max_retries=2), samples, config)
     assert sorted(_keys(config.run_dir)) == sorted(sample.key for sample in samples)
     assert all(line.endswith("}") for line in journal.read_text().splitlines())
 
@@ -278,10 +278,8 @@ def test_shards_are_merged_in_source_order(cases, tmp_path: Path):
     samples, scripts = cases
     config = _config(tmp_path)
     engines = {rank: ScriptedEngine(scripts) for rank in (0, 1)}
-    assert run_synthesis_round(Synthesizer(engines[1], max_retries=2), samples, config, rank=1, world_size=2) is None
-    synthesis_round = run_synthesis_round(
-        Synthesizer(engines[0], max_retries=2), samples, config, rank=0, world_size=2
-    )
+    assert run_synthesis_pass(Synthesizer(engines[1], max_retries=2), samples, config, rank=1, world_size=2) is None
+    synthesis_pass = run_synthesis_pass(Synthesizer(engines[0], max_retries=2), samples, config, rank=0, world_size=2)
 
     assert {r.key for r in engines[1].requests} <= {s.key for s in samples[1::2]}
     assert {r.key for r in engines[0].requests} <= {s.key for s in samples[0::2]}
@@ -289,17 +287,17 @@ def test_shards_are_merged_in_source_order(cases, tmp_path: Path):
     assert sorted(entry["key"] for entry in rank1) == sorted(s.key for s in samples[1::2])
     rows = (config.dataset_dir / config.dataset_file).read_text().splitlines()
     assert [json.loads(row)["id"] for row in rows] == ["right", "good_on_second_retry", "good_on_last_retry"]
-    assert synthesis_round.complete
+    assert synthesis_pass.complete
     assert len(read_journals(config.run_dir)) == len(samples)
 
 
 def test_no_resume_starts_afresh(cases, tmp_path: Path):
     samples, scripts = cases
     config = _config(tmp_path)
-    run_synthesis_round(Synthesizer(ScriptedEngine(scripts), max_retries=0), samples, config)
+    run_synthesis_pass(Synthesizer(ScriptedEngine(scripts), max_retries=0), samples, config)
     config.resume = False
     engine = ScriptedEngine(scripts)
-    run_synthesis_round(Synthesizer(engine, max_retries=0), samples, config)
+    run_synthesis_pass(Synthesizer(engine, max_retries=0), samples, config)
     assert len(_keys(config.run_dir)) == len(samples)
     assert len(engine.requests) == 9
 
@@ -320,10 +318,35 @@ def test_arguments_are_validated(overrides: dict, message: str):
 
 
 def test_callback_arguments_need_a_dataset():
-    with pytest.raises(ValueError, match="synthesis_dataset"):
-        SynthesisCallbackArguments(synthesis_callback=True)
+    with pytest.raises(ValueError, match="synth_callback_dataset"):
+        SynthesisCallbackArguments(synth_callback=True)
 
-    assert SynthesisCallbackArguments(synthesis_callback=True, synthesis_dataset="fea_demo").synth_max_retries == 5
+    assert SynthesisCallbackArguments(synth_callback=True, synth_callback_dataset="fea_demo").synth_max_retries == 5
+
+
+def test_callback_keys_of_the_old_spelling_still_work_with_a_deprecation_warning():
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(SynthesisCallbackArguments)
+    with pytest.warns(FutureWarning) as warned:
+        (args,) = parser.parse_dict(
+            {"synthesis_callback": True, "synthesis_dataset": "a,b", "synthesis_every_n_epochs": "2"}
+        )
+    assert (args.synth_callback, args.synth_callback_dataset, args.synth_callback_every_n_epochs) == (True, "a,b", 2)
+    assert {str(warning.message) for warning in warned} == {
+        "synth key `synthesis_callback` is deprecated: use `synth_callback`.",
+        "synth key `synthesis_dataset` is deprecated: use `synth_callback_dataset`.",
+        "synth key `synthesis_every_n_epochs` is deprecated: use `synth_callback_every_n_epochs`.",
+    }
+    with pytest.warns(FutureWarning):
+        args, _ = parser.parse_args_into_dataclasses(
+            ["--synthesis_callback", "true", "--synthesis_dataset=fea_demo"], return_remaining_strings=True
+        )
+    assert (args.synth_callback, args.synth_callback_dataset) == (True, "fea_demo")
+    with pytest.raises(ValueError, match="needs `synth_callback_dataset`"), pytest.warns(FutureWarning):
+        SynthesisCallbackArguments(synthesis_callback=True)
+    with pytest.raises(ValueError, match="`synthesis_dataset` is the deprecated spelling of `synth_callback_dataset`"):
+        SynthesisCallbackArguments(synth_callback_dataset="a", synthesis_dataset="b")
 
 
 def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_path: Path, face: str):
@@ -382,8 +405,8 @@ def test_model_chain_follows_llamafactorys_adapter_rules():
 
 
 def test_loop_stops_when_acceptance_stops_improving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from llamafactory_fea import loop
     from llamafactory_fea.data.records import register_dataset
-    from llamafactory_fea.train.synth import loop
 
     register_dataset(tmp_path / "data", "seed", "seed.jsonl")
     (tmp_path / "sft.yaml").write_text("model_name_or_path: base\nstage: sft\n")
@@ -422,36 +445,65 @@ def test_loop_refuses_unknown_keys(tmp_path: Path):
         LoopArguments.from_yaml(config)
 
 
+def test_loop_synthesis_dataset_is_a_key_of_synth_args(tmp_path: Path):
+    from llamafactory_fea.loop import LoopArguments
+
+    config = tmp_path / "loop.yaml"
+    config.write_text("output_dir: out\nseed_dataset: seed\nsynthesis_dataset: labelled\n")
+    with pytest.warns(FutureWarning, match="`synthesis_dataset` is deprecated: use `synth_args.dataset`"):
+        args = LoopArguments.from_yaml(config)
+
+    assert args.synth_args == {"dataset": "labelled"}
+    assert LoopArguments.from_yaml(config, ["synthesis_dataset=null", "synth_args.dataset=x"]).synth_args == {
+        "dataset": "x"
+    }
+
+
 @pytest.mark.parametrize(
     "args",
     [
-        {"stage": "sft", "synthesis_callback": True, "synthesis_dataset": "fea_demo", "synth_max_retries": 2, "lr": 1},
-        ["--stage", "sft", "--synthesis_callback", "true", "--synthesis_dataset=fea_demo", "--synth_max_retries", "2"],
+        {
+            "stage": "sft",
+            "synth_callback": True,
+            "synth_callback_dataset": "fea_demo",
+            "synth_max_retries": 2,
+            "lr": 1,
+        },
+        [
+            "--stage",
+            "sft",
+            "--synth_callback",
+            "true",
+            "--synth_callback_dataset=fea_demo",
+            "--synth_max_retries",
+            "2",
+        ],
     ],
 )
 def test_extension_keys_are_taken_out_for_any_stage(args):
-    from llamafactory_fea import integration
+    from llamafactory_fea.train import plugin
 
-    (extension, extension_args), *others = integration.split_extension_args(args)[0]
-    rest = integration.split_extension_args(args)[1]
+    (extension, extension_args), *others = plugin.split_extension_args(args)[0]
+    rest = plugin.split_extension_args(args)[1]
     assert not others
-    assert extension.name == "synthesis_callback"
-    assert (extension_args.synthesis_dataset, extension_args.synth_max_retries) == ("fea_demo", 2)
+    assert extension.name == "synth_callback"
+    assert (extension_args.synth_callback_dataset, extension_args.synth_max_retries) == ("fea_demo", 2)
     assert all("synth" not in key for key in rest)
-    assert integration.split_extension_args({"stage": "sft", "lr": 1}) == ([], {"stage": "sft", "lr": 1})
+    assert plugin.split_extension_args({"stage": "sft", "lr": 1}) == ([], {"stage": "sft", "lr": 1})
 
 
 def test_extension_callbacks_join_the_run_after_argument_parsing():
     import types
 
-    from llamafactory_fea import integration
+    from llamafactory_fea import seam
+    from llamafactory_fea.train import plugin
     from llamafactory_fea.train.synth.callback import SynthesisCallback
 
     parsed = (types.SimpleNamespace(), types.SimpleNamespace(), types.SimpleNamespace(fsdp=""), None, None)
     tuner = types.SimpleNamespace(get_train_args=lambda args: parsed)
     callbacks = []
-    extensions, _ = integration.split_extension_args({"synthesis_callback": True, "synthesis_dataset": "a,b"})
-    with integration._extension_callbacks(tuner, extensions, callbacks):
+    extensions, _ = plugin.split_extension_args({"synth_callback": True, "synth_callback_dataset": "a,b"})
+    with seam._train_args_hook(tuner, None, extensions, callbacks):
         assert tuner.get_train_args({}) == parsed
 
     assert tuner.get_train_args({}) == parsed

@@ -128,12 +128,12 @@ def test_synth_stage_is_killed_and_resumes_without_loss_or_duplicate(tiny_model:
     assert sorted(keys) == sorted(expected)  # every sample exactly once
     assert keys[: len(before)] == before  # the first run's lines are kept as they were
 
-    (synthesis_round,) = json.loads((output / "synth_report.json").read_text())["rounds"]
-    assert synthesis_round["complete"]
-    assert synthesis_round["processed"] == 32
-    assert synthesis_round["skipped"] == {"unreadable_image": 1, "no_labels": 1}
-    assert synthesis_round["generated"] == synthesis_round["kept"] + sum(synthesis_round["rejected"].values()) == 30
-    assert "Synthesis round 'fea_synth_e2e'" in (output / "synth_report.md").read_text()
+    (synthesis_pass,) = json.loads((output / "synth_report.json").read_text())["passes"]
+    assert synthesis_pass["complete"]
+    assert synthesis_pass["processed"] == 32
+    assert synthesis_pass["skipped"] == {"unreadable_image": 1, "no_labels": 1}
+    assert synthesis_pass["generated"] == synthesis_pass["kept"] + sum(synthesis_pass["rejected"].values()) == 30
+    assert "Synthesis pass 'fea_synth_e2e'" in (output / "synth_report.md").read_text()
 
 
 def test_synthesized_dataset_is_registered_and_loads_in_sft(tiny_model: Path, tmp_path: Path):
@@ -205,21 +205,21 @@ def test_synthesis_callback_runs_every_epoch_and_at_the_end_of_sft(tiny_model: P
             "gradient_accumulation_steps=1",
             "preprocessing_num_workers=1",
             "dataloader_num_workers=0",
-            "synthesis_callback=true",
-            "synthesis_dataset=fea_labelled",
-            "synthesis_every_n_epochs=1",
+            "synth_callback=true",
+            "synth_callback_dataset=fea_labelled",
+            "synth_callback_every_n_epochs=1",
             "synth_max_retries=1",
             "max_new_tokens=8",
         ],
         **FAST,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rounds = json.loads((output / "synthesis" / "synth_report.json").read_text())["rounds"]
-    assert [r["name"] for r in rounds] == ["fea_synth_epoch1", "fea_synth"]  # epoch 2 is the end: one round
-    for synthesis_round in rounds:
-        assert synthesis_round["complete"]
-        assert synthesis_round["processed"] == 6
-        assert synthesis_round["skipped"] == {"unreadable_image": 1, "no_labels": 1}
+    passes = json.loads((output / "synthesis" / "synth_report.json").read_text())["passes"]
+    assert [p["name"] for p in passes] == ["fea_synth_epoch1", "fea_synth"]  # epoch 2 is the end: one pass
+    for synthesis_pass in passes:
+        assert synthesis_pass["complete"]
+        assert synthesis_pass["processed"] == 6
+        assert synthesis_pass["skipped"] == {"unreadable_image": 1, "no_labels": 1}
 
     assert len(journal_keys(output / "synthesis" / "fea_synth")) == 6
 
@@ -235,7 +235,6 @@ rounds: 2
 min_improvement: -1.0
 dataset_dir: {data}
 seed_dataset: fea_clean
-synthesis_dataset: fea_labelled
 sft: {EXAMPLES / "fea_sft.yaml"}
 grpo: {EXAMPLES / "fea_grpo.yaml"}
 synth: {EXAMPLES / "fea_synth.yaml"}
@@ -243,7 +242,8 @@ common_args: {{model_name_or_path: {tiny_model}, bf16: false, preprocessing_num_
 sft_args: {{deepspeed: null, max_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1}}
 grpo_args: {{max_steps: 1, num_generations: 2, per_device_train_batch_size: 2, gradient_accumulation_steps: 1,
             max_completion_length: 8}}
-synth_args: {{max_new_tokens: 8, synth_max_retries: 1, synth_backend: tests.test_synth.hint_following_engine}}
+synth_args: {{dataset: fea_labelled, max_new_tokens: 8, synth_max_retries: 1,
+             synth_backend: tests.test_synth.hint_following_engine}}
 """
     )
     result = run_cli(["llamafactory-fea", "loop", str(config)], **FAST)

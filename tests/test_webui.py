@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from llamafactory_fea import webui
-from llamafactory_fea.integration import STAGES
+from llamafactory_fea.train.plugin import STAGES
 
 from .conftest import DATA_REGISTRY, ROOT, cli_env
 
@@ -216,6 +216,19 @@ def test_every_widget_is_a_field_of_its_stage_arguments():
         assert {spec.name for spec in specs} <= names
 
 
+def test_dropdown_choices_are_the_literal_values_of_the_field():
+    from dataclasses import fields
+    from typing import get_args
+
+    from llamafactory_fea.train.grpo.args import GRPOArguments
+
+    by_name = {f.name: f for f in fields(GRPOArguments)}
+    for spec in webui.BOARD_FIELDS["grpo"]:
+        if spec.name in ("loss_type", "scale_rewards", "au_frequency_weighting"):
+            field = by_name[spec.name]
+            assert webui._choices(spec, field, field.default) == list(get_args(field.type))
+
+
 def test_accordions_sit_above_the_buttons_and_follow_the_stage(engine: Any):
     manager = engine.manager
     buttons = manager.get_elem_by_id("train.start_btn").parent
@@ -263,6 +276,32 @@ def test_stock_stages_are_unchanged_by_the_plugin(tmp_path: Path):
     assert not without_plugin["fea_widgets"]
     for board_stage in STOCK_STAGES:
         assert with_plugin["stages"][board_stage] == without_plugin["stages"][board_stage], board_stage
+
+
+def broken_board_outputs() -> None:
+    r"""Print, as JSON, the element ids of two boards built with the plugin's settings widgets broken on purpose."""
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("broken on purpose")
+
+    webui.create_stage_tab = broken
+    print(json.dumps({"elem_ids": [sorted(build_board().manager._id_to_elem) for _ in range(2)]}))
+
+
+def test_a_broken_board_patch_warns_once_and_the_stock_board_builds(engine: Any, tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import tests.test_webui as t; t.broken_board_outputs()"],
+        cwd=tmp_path,
+        env={**cli_env(), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stock_ids = sorted(elem_id for elem_id in engine.manager._id_to_elem if not elem_id.startswith("train.fea_"))
+    assert json.loads(result.stdout.strip().splitlines()[-1])["elem_ids"] == [stock_ids, stock_ids]
+    warning = "LLaMA Board patch of llamafactory.webui.components.train.create_train_tab failed (RuntimeError: broken"
+    assert (result.stdout + result.stderr).count(warning) == 1
 
 
 def test_reward_series_reads_per_reward_means():

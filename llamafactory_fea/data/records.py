@@ -3,7 +3,7 @@ r"""FEA records as LLaMA-Factory sharegpt rows with `emotion` and `aus` label co
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,29 @@ class RecordError(ValueError):
         self.source, self.where, self.reason = source, where, reason
         location = f"{source}:{where}" if where is not None else source
         super().__init__(f"{location}: {reason}")
+
+
+def record_error(source: str, line: int | None, record_id: Any, reason: str) -> RecordError:
+    r"""A `RecordError` located as `file:line:id` (the id is left out when the record has none)."""
+    named = isinstance(record_id, (str, int)) and not isinstance(record_id, bool) and record_id != ""
+    where = f"{line}:{record_id}" if named else line
+    return RecordError(source, where, reason)
+
+
+def json_lines(path: "str | Path") -> Iterator[tuple[int, Any]]:
+    r"""Yield (line number, value) for each non-blank line of a JSONL file; a broken line's value is its `RecordError`.
+
+    The one JSONL reader of the package: callers decide whether a broken line stops them, is reported or is skipped.
+    """
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+
+            try:
+                yield line, json.loads(text)
+            except json.JSONDecodeError as error:
+                yield line, record_error(str(path), line, None, f"broken JSON ({error}): fix the line.")
 
 
 @dataclass
@@ -68,14 +91,14 @@ def dataset_info_entry(file_name: str) -> dict[str, Any]:
     }
 
 
-def atomic_write_text(path: "str | Path", text: str) -> None:
-    r"""Write a text file atomically (temporary file in the same folder, then rename)."""
+def atomic_write(path: "str | Path", data: str | bytes) -> None:
+    r"""Write a text or binary file atomically (temporary file in the same folder, flushed to disk, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -87,7 +110,7 @@ def atomic_write_text(path: "str | Path", text: str) -> None:
 def write_jsonl(path: "str | Path", rows: Iterable[dict[str, Any]]) -> int:
     r"""Write rows as JSON lines atomically; return how many were written."""
     lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+    atomic_write(path, "".join(f"{line}\n" for line in lines))
     return len(lines)
 
 
@@ -96,5 +119,5 @@ def register_dataset(dataset_dir: "str | Path", name: str, file_name: str) -> Pa
     info_path = Path(dataset_dir) / DATASET_INFO
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     info[name] = dataset_info_entry(file_name)
-    atomic_write_text(info_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(info_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return info_path

@@ -2,7 +2,6 @@ r"""Validate registered FEA datasets row by row; converters run the same checks 
 
 import argparse
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,30 +11,10 @@ from PIL import Image
 from ..fea.aus import AU_CATALOGUE, format_au
 from ..fea.emotions import EMOTIONS
 from ..fea.parsing import parse_completion
-from .records import DATASET_INFO, RecordError
+from .records import DATASET_INFO, RecordError, json_lines, record_error
 
 
 IMAGE_TOKEN = "<image>"
-
-
-def record_error(source: str, line: int | None, record_id: Any, reason: str) -> RecordError:
-    r"""A `RecordError` located as `file:line:id` (the id is left out when the record has none)."""
-    named = isinstance(record_id, (str, int)) and not isinstance(record_id, bool) and record_id != ""
-    where = f"{line}:{record_id}" if named else line
-    return RecordError(source, where, reason)
-
-
-def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    r"""Yield (line number, value) for each non-blank line of a JSONL file; a broken line's value is its error."""
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-
-            try:
-                yield line, json.loads(text)
-            except json.JSONDecodeError as error:
-                yield line, record_error(str(path), line, None, f"broken JSON ({error}): fix the line.")
 
 
 def image_problem(path: Path) -> str | None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..fea.aus import format_au
 from ..data.records import FEARecord, register_dataset, write_jsonl
+from ..fea.aus import format_au
 
 
 DEMO_FOLDER = "demo"

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.records import json_lines
+
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -117,14 +119,15 @@ def _figures(output_dir: Path) -> str:
     r"""What a stage did: loss (first -> last) and mean rewards from `trainer_log.jsonl`, or synthesis counts."""
     synth_report = output_dir / "synth_report.json"
     if synth_report.exists():
-        rounds = json.loads(synth_report.read_text(encoding="utf-8"))["rounds"]
-        return "; ".join(f"generated {r['generated']}, kept {r['kept']} ({r['acceptance_rate']:.0%})" for r in rounds)
+        passes = json.loads(synth_report.read_text(encoding="utf-8"))["passes"]
+        return "; ".join(f"generated {p['generated']}, kept {p['kept']} ({p['acceptance_rate']:.0%})" for p in passes)
 
     log_file = output_dir / "trainer_log.jsonl"
     logs = (
-        [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()] if log_file.exists() else []
+        [log for _, log in json_lines(log_file) if isinstance(log, dict) and "loss" in log]
+        if log_file.exists()
+        else []
     )
-    logs = [log for log in logs if "loss" in log]
     if not logs:
         return ""
 

@@ -3,6 +3,7 @@ r"""The benchmarks of the paper: what each one scores, its AU set and label spac
 from dataclasses import dataclass, field
 
 from ..fea.emotions import BASIC_EMOTIONS, LABEL_SPACES
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class Benchmark:
     paper: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> metric -> value
 
 
-BENCHMARKS: dict[str, Benchmark] = {}
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
 FACIAL_R1, ZERO_SHOT = "Facial-R1 (paper)", "Qwen2.5-VL-7B zero-shot (paper)"
 TABLES: dict[str, tuple[str, ...]] = {  # the paper's tables: their columns, in order
@@ -30,11 +31,7 @@ FABA_REGE_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 10, 12, 17, 24, 25, 26, 43)
 
 def register_benchmark(benchmark: Benchmark) -> Benchmark:
     r"""Register a benchmark under its name; duplicates are refused."""
-    if benchmark.name in BENCHMARKS:
-        raise ValueError(f"Benchmark {benchmark.name} already exists.")
-
-    BENCHMARKS[benchmark.name] = benchmark
-    return benchmark
+    return BENCHMARKS.register(benchmark.name, benchmark)
 
 
 def _au(facial_r1: float, zero_shot: float) -> dict[str, dict[str, float]]:

@@ -1,6 +1,5 @@
 r"""The paper's metrics over scored samples, computed with scikit-learn and rouge-score."""
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,12 +14,12 @@ from sklearn.metrics import (
 )
 
 from ..fea.aus import format_au, supports_emotion
+from ..fea.labels import TAG_PATTERN
 from .benchmarks import FABA_REGE_AUS
 from .predictions import EvalSample
 
 
 NO_ANSWER, OTHER = "(no answer)", "(other)"
-TAGS = re.compile(r"</?(think|answer)>")
 
 
 def predicted_emotion(sample: EvalSample, classes: Sequence[str]) -> str:
@@ -118,7 +117,7 @@ def reasoning_text(sample: EvalSample) -> str:
     if sample.parsed.reasoning is not None:
         return sample.parsed.reasoning
 
-    return TAGS.sub(" ", sample.completion).strip()
+    return TAG_PATTERN.sub(" ", sample.completion).strip()
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str], stemmer: bool = True) -> float | None:

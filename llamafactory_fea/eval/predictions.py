@@ -5,13 +5,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.records import DATASET_INFO, RecordError
-from ..fea.aus import UnknownAUError, parse_au
-from ..fea.emotions import UnknownEmotionError, normalize_emotion
-from ..fea.parsing import THINK_PATTERN, ParsedCompletion, parse_completion
+from ..data.records import DATASET_INFO, RecordError, json_lines
+from ..fea.aus import UnknownAUError
+from ..fea.emotions import UnknownEmotionError
+from ..fea.labels import label_aus, label_columns, label_emotion, think_text
+from ..fea.parsing import ParsedCompletion, parse_completion
 
 
 COMPLETION_FIELDS: tuple[str, ...] = ("predict", "completion", "response", "output")
+EMOTION_COLUMNS: tuple[str, ...] = ("emotion", "labels")  # `label` is LLaMA-Factory's decoded target
 REFERENCE_FIELDS: tuple[str, ...] = ("reference", "reasoning", "description")
 
 
@@ -48,20 +50,14 @@ def read_jsonl(path: "str | Path") -> list[tuple[int, dict[str, Any]]]:
         raise RecordError(str(path), None, "file not found.")
 
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
+    for line, row in json_lines(path):
+        if isinstance(row, RecordError):
+            raise row
 
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise RecordError(str(path), line, f"broken JSON ({error.msg}): fix or remove the line.") from None
+        if not isinstance(row, dict):
+            raise RecordError(str(path), line, f"expected a JSON object, got {type(row).__name__}.")
 
-            if not isinstance(row, dict):
-                raise RecordError(str(path), line, f"expected a JSON object, got {type(row).__name__}.")
-
-            rows.append((line, row))
+        rows.append((line, row))
 
     return rows
 
@@ -70,27 +66,17 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def think_text(text: str | None) -> str | None:
-    r"""The reasoning inside the first `<think>` block of a text, if any."""
-    match = THINK_PATTERN.search(text or "")
-    return match.group(1).strip() if match else None
-
-
 def gold_labels(row: dict[str, Any], source: str, where: "int | str") -> tuple[str | None, frozenset[int], bool]:
     r"""The normalised emotion, the AU set and whether the row has AU labels (`emotion`/`labels`, `aus`/`AUs`)."""
-    emotion = row.get("emotion")
-    if emotion is None and isinstance(row.get("labels"), list) and row["labels"]:
-        emotion = row["labels"][0]
-
-    aus = row.get("aus", row.get("AUs"))
-    try:
-        emotion = normalize_emotion(emotion) if emotion else None
-        au_set = frozenset(parse_au(au) for au in aus or [])
-    except (UnknownEmotionError, UnknownAUError) as error:
-        raise RecordError(source, where, str(error)) from None
-
+    emotion, aus = label_columns(row, EMOTION_COLUMNS)
     if aus is not None and not isinstance(aus, list):
         raise RecordError(source, where, f"'aus' must be a list, got {type(aus).__name__}.")
+
+    try:
+        emotion = label_emotion(emotion, strict=True)
+        au_set = label_aus(aus, strict=True) or frozenset()
+    except (UnknownEmotionError, UnknownAUError) as error:
+        raise RecordError(source, where, str(error)) from None
 
     return emotion, au_set, bool(row.get("au_labelled", bool(au_set)))
 

@@ -2,12 +2,10 @@ r"""Reports of an evaluation: JSON for machines, Markdown laid out like the pape
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..data.records import atomic_write_text
+from ..data.records import atomic_write
 from .benchmarks import BENCHMARKS, TABLES
 
 
@@ -22,20 +20,6 @@ TABLE_TITLES: dict[str, str] = {
     "emotion": "Emotion recognition: accuracy (%)",
     "reasoning": "Emotion reasoning on FEA-20K",
 }
-
-
-def atomic_write_bytes(path: "str | Path", data: bytes) -> None:
-    r"""Write a binary file atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def headline(results: dict[str, Any]) -> dict[str, float | None]:
@@ -252,14 +236,14 @@ def write_reports(results: dict[str, Any], output_dir: "str | Path") -> dict[str
     r"""Write metrics.json, report.md and the plots that apply (confusion_matrix.png, au_f1.png), each atomically."""
     output_dir, title = Path(output_dir), BENCHMARKS[results["benchmark"]].title
     paths = {"json": output_dir / "metrics.json", "markdown": output_dir / "report.md"}
-    atomic_write_text(paths["json"], json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(paths["markdown"], markdown(results))
+    atomic_write(paths["json"], json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(paths["markdown"], markdown(results))
     if results.get("emotion"):
         paths["confusion"] = output_dir / "confusion_matrix.png"
-        atomic_write_bytes(paths["confusion"], confusion_png(results["emotion"], title))
+        atomic_write(paths["confusion"], confusion_png(results["emotion"], title))
 
     if results.get("au") and results["au"]["per_au"]:
         paths["au_f1"] = output_dir / "au_f1.png"
-        atomic_write_bytes(paths["au_f1"], au_f1_png(results["au"], title))
+        atomic_write(paths["au_f1"], au_f1_png(results["au"], title))
 
     return paths

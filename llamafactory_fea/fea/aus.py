@@ -1,6 +1,5 @@
 r"""The facial Action Unit (AU) catalogue of the FEA prompt: 30 AUs with FACS names and face regions."""
 
-import re
 from dataclasses import dataclass
 
 
@@ -62,8 +61,6 @@ EMOTION_PROTOTYPES: dict[str, frozenset[int]] = {
     "sadness": frozenset({1, 4, 15, 17}),
     "surprise": frozenset({1, 2, 5, 26, 27}),
 }
-
-AU_PATTERN = re.compile(r"AU(\d+)")
 
 
 class UnknownAUError(ValueError):

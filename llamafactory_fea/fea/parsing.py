@@ -1,20 +1,24 @@
-r"""Parse a `<think>...</think><answer>...</answer>` completion into a typed result with its faults."""
+r"""Parse a `<think>...</think><answer>...</answer>` completion into a typed result with its faults (tags: `labels.py`)."""
 
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aus import AU_CATALOGUE, AU_PATTERN
-from .emotions import EMOTIONS, SYNONYMS, try_normalize_emotion
+from .aus import AU_CATALOGUE
+from .emotions import EMOTIONS
+from .labels import (
+    AU_PATTERN,
+    FORMAT_PATTERN,
+    TAG_PATTERN,
+    answer_emotion,
+    answer_text,
+    named_aus,
+    named_emotions,
+    think_text,
+)
 
 
-FORMAT_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)  # the reference's format check
-THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-TAG_PATTERN = re.compile(r"</?(think|answer)>")
 MIN_REASONING_WORDS = 3
-MAX_AU_DIGITS = 6  # longer digit runs are not AUs (and `int` refuses very long ones)
-OUT_OF_RANGE_AU = 10**MAX_AU_DIGITS
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,6 @@ def completion_text(completion: Any) -> str:
     return "".join(parts)
 
 
-def _au_number(digits: str) -> int:
-    r"""The number of an `AU<digits>` mention; a digit run too long to be any AU counts as an out-of-catalogue one."""
-    return int(digits) if len(digits) <= MAX_AU_DIGITS else OUT_OF_RANGE_AU
-
-
 def _tag_problems(text: str) -> list[str]:
     r"""Return the structural faults of the tags: missing, repeated, nested, misordered or surrounded by text."""
     tags = [match.group(0) for match in TAG_PATTERN.finditer(text)]
@@ -103,23 +102,22 @@ def _tag_problems(text: str) -> list[str]:
     return problems
 
 
-def _answer_problems(answer: str | None) -> tuple[str | None, list[str]]:
-    r"""Return the emotion of an answer (if it is exactly one emotion word) and the faults of the answer."""
+def _answer_problems(answer: str | None) -> list[str]:
+    r"""Return the faults of the answer: empty, several emotions, or not exactly one emotion word."""
     if answer is None:
-        return None, []
+        return []
 
     if not answer:
-        return None, ["The answer is empty: write one emotion word."]
+        return ["The answer is empty: write one emotion word."]
 
-    named = {SYNONYMS[word] for word in re.findall(r"[a-z]+", answer.lower()) if word in SYNONYMS}
+    named = named_emotions(answer)
     if len(named) > 1:
-        return None, [f"The answer names several emotions ({', '.join(sorted(named))}): choose one."]
+        return [f"The answer names several emotions ({', '.join(sorted(named))}): choose one."]
 
-    emotion = try_normalize_emotion(answer)
-    if emotion is None:
-        return None, [f"The answer must be exactly one emotion word from: {', '.join(EMOTIONS)}; got {answer!r}."]
+    if answer_emotion(answer) is None:
+        return [f"The answer must be exactly one emotion word from: {', '.join(EMOTIONS)}; got {answer!r}."]
 
-    return emotion, []
+    return []
 
 
 def _reasoning_problems(reasoning: str | None, aus: frozenset[int]) -> list[str]:
@@ -153,19 +151,15 @@ def parse_completion(completion: Any) -> ParsedCompletion:
     ('sadness', [4], True)
     """
     text = completion_text(completion)
-    think = THINK_PATTERN.search(text)
-    answers = ANSWER_PATTERN.findall(text)
-    reasoning = think.group(1).strip() if think else None
-    answer = answers[-1].strip() if answers else None
-    aus = frozenset(_au_number(number) for number in AU_PATTERN.findall(reasoning or ""))
-    emotion, answer_problems = _answer_problems(answer)
+    reasoning, answer = think_text(text), answer_text(text)
+    aus = named_aus(reasoning)
     tag_problems = _tag_problems(text)
-    problems = tag_problems + _reasoning_problems(reasoning, aus) + answer_problems
+    problems = tag_problems + _reasoning_problems(reasoning, aus) + _answer_problems(answer)
     return ParsedCompletion(
         text=text,
         reasoning=reasoning,
         answer=answer,
-        emotion=emotion,
+        emotion=answer_emotion(answer),
         aus=aus,
         well_formed=FORMAT_PATTERN.fullmatch(text) is not None,
         structured=not tag_problems,

@@ -1,12 +1,15 @@
 r"""LLaMA-Factory's dataset converters, keeping what the plugin's stages need: labels, reference answer, id, dataset.
 
 LLaMA-Factory's converters keep only their own columns, so the `emotion` and `aus` label columns of FEA data would
-be lost. Each converter here wraps the stock one of its format and adds one JSON column: the labels (from the
-`emotion`/`aus` columns when the dataset has them, else parsed from its reference assistant turn, so ordinary
-sharegpt/alpaca/openai data with `<think>...</think><answer>...</answer>` targets works as well), the reference
-assistant turn (`solution`) and the row's `id` and source `dataset` (None when absent). The grpo stage and synthesis
-load registered datasets through them with LLaMA-Factory's own loader (`dataset_dir`, `media_dir`, `num_samples`,
-`max_samples`, hub or file).
+be lost. Each converter here wraps the stock one of its format and adds one JSON column: the labels, normalised once
+here (`fea.labels.extract_labels`: the `emotion`/`aus` columns or their aliases when the dataset has them, else read
+from its reference assistant turn, so ordinary sharegpt/alpaca/openai data with `<think>...</think><answer>...</answer>`
+targets works as well), the reference assistant turn (`solution`) and the row's `id` and source `dataset` (None when
+absent); `decode_labels` reads it back. One JSON string rather than typed columns: LLaMA-Factory maps the converter
+without fixed features, so a typed column takes the type of the first written batch, and a dataset whose first 1000
+rows have no emotion (`null`) then fails on the first row with one, as do ids of mixed types. The grpo stage and
+synthesis load registered datasets through them with LLaMA-Factory's own loader (`dataset_dir`, `media_dir`,
+`num_samples`, `max_samples`, hub or file).
 """
 
 import json
@@ -20,10 +23,9 @@ from llamafactory.data.converter import (
     SharegptDatasetConverter,
     register_dataset_converter,
 )
-from llamafactory.data.loader import _load_single_dataset
 
-from ..fea.parsing import parse_completion
-from ..rewards import label_aus, label_emotion
+from ..fea.labels import extract_labels
+from ..seam import load_single_dataset
 
 
 if TYPE_CHECKING:
@@ -36,40 +38,6 @@ if TYPE_CHECKING:
 
 CONVERTER_PREFIX = "fea_"
 LABELS_COLUMN = "_fea_labels"
-EMOTION_COLUMNS = ("emotion", "label", "labels")
-AUS_COLUMNS = ("aus", "AUs")
-
-
-def _first(example: dict[str, Any], names: tuple[str, ...]) -> Any:
-    r"""The value of the first of `names` that the example has and that is not empty."""
-    for name in names:
-        value = example.get(name)
-        if value is not None and value != "" and value != []:
-            return value
-
-    return None
-
-
-def extract_labels(example: dict[str, Any], response: str) -> dict[str, Any]:
-    r"""An example's labels: its `emotion`/`aus` columns, else the answer and AUs of its reference response.
-
-    >>> extract_labels({"emotion": "Sad", "aus": ["AU4"]}, "")
-    {'emotion': 'sadness', 'aus': [4]}
-    >>> extract_labels({}, "<think>Brows together (AU4).</think><answer>anger</answer>")
-    {'emotion': 'anger', 'aus': [4]}
-    """
-    emotion, aus = _first(example, EMOTION_COLUMNS), _first(example, AUS_COLUMNS)
-    if isinstance(emotion, (list, tuple)):  # FEA-20K keeps `labels: ["Sadness"]`
-        emotion = emotion[0] if emotion else None
-
-    parsed = parse_completion(response) if response and (emotion is None or aus is None) else None
-    if emotion is None and parsed is not None:
-        emotion = parsed.emotion
-
-    if aus is None and parsed is not None:
-        aus = sorted(parsed.aus)
-
-    return {"emotion": label_emotion(emotion), "aus": sorted(label_aus(aus) or ())}
 
 
 class LabelMixin:
@@ -81,6 +49,11 @@ class LabelMixin:
         labels = extract_labels(example, response)
         row = {**labels, "solution": response, "id": example.get("id"), "dataset": example.get("dataset")}
         return {**output, LABELS_COLUMN: json.dumps(row, default=str)}
+
+
+def decode_labels(example: dict[str, Any]) -> dict[str, Any]:
+    r"""The labels, `solution`, `id` and `dataset` a label-keeping converter wrote into an aligned example."""
+    return json.loads(example[LABELS_COLUMN])
 
 
 @dataclass
@@ -125,5 +98,5 @@ def load_labelled_dataset(
         raise ValueError(f"Dataset {name}: {reader} reads {', '.join(LABEL_CONVERTERS)} formatting only.")
 
     register_label_converters()
-    dataset_attr.formatting = f"{CONVERTER_PREFIX}{dataset_attr.formatting}"
-    return _load_single_dataset(dataset_attr, model_args, data_args, training_args)
+    converter = f"{CONVERTER_PREFIX}{dataset_attr.formatting}"
+    return load_single_dataset(converter, dataset_attr, model_args, data_args, training_args)

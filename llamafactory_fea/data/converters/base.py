@@ -2,18 +2,18 @@ r"""The converter registry and what every converter shares: its report, record a
 
 import argparse
 import hashlib
-import os
-import tempfile
+import io
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...fea.aus import UnknownAUError, parse_au
 from ...fea.emotions import LABEL_SPACES
 from ...fea.prompts import FEAPrompts
-from ..records import FEARecord, RecordError, register_dataset, write_jsonl
+from ...registry import Registry
+from ..records import FEARecord, RecordError, atomic_write, register_dataset, write_jsonl
 from ..validate import image_problem
 
 
@@ -30,6 +30,7 @@ class ConversionReport:
     written: dict[str, int] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # why nothing (or a split) was written
 
     def reject(self, error: Exception) -> None:
         r"""Record a rejected input with its reason (the error names file, line and fix)."""
@@ -40,13 +41,14 @@ class ConversionReport:
         return Counter(message.split(": ", 1)[-1].split(":")[0] for message in self.rejected)
 
     def summary(self) -> str:
-        r"""A few lines for people: counts, then every rejected record."""
+        r"""A few lines for people: counts, every rejected record, the registered datasets, then the notes."""
         written = ", ".join(f"{split} {count}" for split, count in self.written.items()) or "none"
         lines = [f"{self.source}: read {self.read}, written {written}, rejected {len(self.rejected)}."]
         lines += [f"  rejected {message}" for message in self.rejected]
         if self.registered:
             lines.append(f"  registered datasets: {', '.join(self.registered)}")
 
+        lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -60,16 +62,12 @@ class Converter:
     run: Callable[[argparse.Namespace], ConversionReport]
 
 
-CONVERTERS: dict[str, Converter] = {}
+CONVERTERS: Registry[Converter] = Registry("converter")
 
 
 def register_converter(converter: Converter) -> Converter:
     r"""Register a converter under its name; duplicates are refused."""
-    if converter.name in CONVERTERS:
-        raise ValueError(f"Converter {converter.name} already exists.")
-
-    CONVERTERS[converter.name] = converter
-    return converter
+    return CONVERTERS.register(converter.name, converter)
 
 
 DEFAULT_DATASET_DIR = "data_registry"
@@ -77,27 +75,23 @@ DEFAULT_DATASET_DIR = "data_registry"
 
 @dataclass
 class BenchmarkReport(ConversionReport):
-    r"""A conversion report that also counts records left out by a documented rule and a fatal layout error."""
+    r"""A conversion report that also counts records left out by a documented rule and AUs removed from labels."""
 
     excluded: Counter = field(default_factory=Counter)
     dropped_aus: Counter = field(default_factory=Counter)
-    fatal: str | None = None
 
     def exclude(self, reason: str) -> None:
         r"""Count a record left out by the dataset's documented rule (not an error), e.g. AffectNet's 'non-face'."""
         self.excluded[reason] += 1
 
     def summary(self) -> str:
-        r"""The base summary plus the excluded counts, the AUs removed from labels and the fatal error."""
+        r"""The base summary plus the excluded counts and the AUs removed from labels."""
         lines = [super().summary()]
         lines += [f"  excluded {count} by rule: {reason}" for reason, count in sorted(self.excluded.items())]
         lines += [
             f"  removed AU{au} from {count} label sets: not in the AU catalogue"
             for au, count in sorted(self.dropped_aus.items())
         ]
-        if self.fatal:
-            lines.append(f"  failed: {self.fatal}")
-
         return "\n".join(lines)
 
 
@@ -121,16 +115,10 @@ def image_reference(path: Path, dataset_dir: Path) -> str:
 
 
 def save_png_atomic(image: "PILImage", path: Path) -> None:
-    r"""Save a PNG atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    r"""Save a PNG atomically (`atomic_write` of the encoded bytes)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write(path, buffer.getvalue())
 
 
 def parse_au_labels(
@@ -209,20 +197,39 @@ def write_splits(
 
         records[:] = kept
 
+    rows = {split: [record.to_row() for record in records] for split, records in splits.items()}
+    return write_outputs(source, dataset_dir, rows, report, allow_rejects)
+
+
+def write_outputs(
+    source: str,
+    dataset_dir: Path,
+    outputs: dict[str, list[dict[str, Any]]],
+    report: ConversionReport,
+    allow_rejects: bool = False,
+) -> ConversionReport:
+    r"""Unless a record was rejected (and not `allow_rejects`), write `<source>/<split>.jsonl` and register `<source>_<split>`.
+
+    Each file is written atomically; a split without rows keeps its previous output. Why nothing was written goes to
+    the report's notes.
+    """
     if report.rejected and not allow_rejects:
-        report.fatal = "nothing written: fix the records above, or pass --allow-rejects to write the good ones."
+        report.notes.append("Nothing written: fix the records above, or pass --allow-rejects to write the good ones.")
         return report
 
-    if not any(splits.values()):
-        report.fatal = "nothing written: no record could be converted."
+    if not any(outputs.values()):
+        report.notes.append("Nothing written: no record could be converted.")
         return report
 
-    for split, records in splits.items():
-        if not records:
+    for split, rows in outputs.items():
+        if not rows:
+            report.notes.append(
+                f"{split}: no record could be converted, its previous output (if any) is left as it was."
+            )
             continue
 
         name, file_name = f"{source}_{split}", f"{source}/{split}.jsonl"
-        report.written[split] = write_jsonl(dataset_dir / file_name, (record.to_row() for record in records))
+        report.written[split] = write_jsonl(dataset_dir / file_name, rows)
         register_dataset(dataset_dir, name, file_name)
         report.registered.append(name)
 
@@ -261,7 +268,7 @@ def make_converter(
         try:
             splits = convert(args, report)
         except (RecordError, FileNotFoundError, NotADirectoryError) as error:
-            report.fatal = str(error)
+            report.notes.append(f"failed: {error}")
             return report
 
         return write_splits(name, Path(args.dataset_dir), splits, report, args.allow_rejects)

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ...fea.aus import AU_PATTERN
-from ...fea.emotions import SYNONYMS, normalize_emotion
+from ...fea.emotions import normalize_emotion
+from ...fea.labels import AU_PATTERN, named_emotions
 from ..records import FEARecord, RecordError
 from .base import (
     BenchmarkReport,
@@ -55,10 +55,8 @@ def emotion_of(entry: dict[str, Any], text: str | None, infer: bool, source: str
         except ValueError as error:
             raise RecordError(source, where, str(error)) from None
 
-    if infer and text:
-        for word in re.findall(r"[a-z]+", text.lower()):
-            if word in SYNONYMS:
-                return SYNONYMS[word]
+    if infer and named_emotions(text or ""):
+        return named_emotions(text)[0]
 
     raise RecordError(source, where, "no emotion label; pass --infer-emotion to read it from the description.")
 

@@ -13,9 +13,9 @@ from typing import Any
 from ...fea.aus import parse_au
 from ...fea.emotions import LABEL_SPACES, normalize_emotion
 from ...fea.prompts import FEAPrompts
-from .base import ConversionReport, Converter, register_converter
-from ..records import FEARecord, RecordError, register_dataset, write_jsonl
-from ..validate import IMAGE_TOKEN, RowChecker, json_lines, record_error
+from ..records import FEARecord, RecordError, json_lines, record_error
+from ..validate import IMAGE_TOKEN, RowChecker
+from .base import ConversionReport, Converter, register_converter, write_outputs
 
 
 NAME = "fea20k"
@@ -31,17 +31,6 @@ FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "question": ((str,), False),
     "dataset": ((str,), False),
 }
-
-
-@dataclass
-class FEA20KReport(ConversionReport):
-    r"""A conversion report that also says why nothing was written."""
-
-    note: str = ""
-
-    def summary(self) -> str:
-        r"""The counts, every rejected record, then the note."""
-        return "\n".join(filter(None, [super().summary(), self.note]))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,16 +173,16 @@ def _convert_file(path: Path, context: _Context, report: ConversionReport) -> li
 
 def run(args: argparse.Namespace) -> ConversionReport:
     r"""Convert the given splits; write them (atomically) and register them only under the exit-code policy."""
-    report = FEA20KReport(source=NAME)
+    report = ConversionReport(source=NAME)
     inputs = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
     if not inputs:
-        report.note = "Nothing to convert: give --train and/or --test."
+        report.notes.append("Nothing to convert: give --train and/or --test.")
         return report
 
     try:
         prompts = FEAPrompts.from_file(args.prompts) if args.prompts else FEAPrompts()
     except (OSError, ValueError) as error:
-        report.note = f"Nothing converted: cannot use --prompts {args.prompts}: {error}"
+        report.notes.append(f"Nothing converted: cannot use --prompts {args.prompts}: {error}")
         return report
 
     dataset_dir, checker, outputs = Path(args.dataset_dir), RowChecker(Path(args.dataset_dir)), {}
@@ -202,24 +191,7 @@ def run(args: argparse.Namespace) -> ConversionReport:
         context = _Context(checker, image_dir, dataset_dir, prompts.question(LABEL_SPACE), args.keep_question)
         outputs[split] = _convert_file(Path(path), context, report)
 
-    if report.rejected and not args.allow_rejects:
-        report.note = "Nothing written: fix the records above, or pass --allow-rejects to write the good ones."
-        return report
-
-    if not any(outputs.values()):
-        report.note = "Nothing written: no record could be converted."
-        return report
-
-    for split, rows in outputs.items():
-        if not rows:
-            report.note = f"{split}: no record could be converted, its previous output (if any) is left as it was."
-            continue
-
-        report.written[split] = write_jsonl(dataset_dir / NAME / f"{split}.jsonl", rows)
-        register_dataset(dataset_dir, f"{NAME}_{split}", f"{NAME}/{split}.jsonl")
-        report.registered.append(f"{NAME}_{split}")
-
-    return report
+    return write_outputs(NAME, dataset_dir, outputs, report, args.allow_rejects)
 
 
 register_converter(

@@ -1,8 +1,8 @@
 r"""GRPO datasets from LLaMA-Factory's registered datasets, keeping the labels the rewards need.
 
 Each registered dataset is loaded by LLaMA-Factory's own loader through the label-keeping converters of
-`train/converter.py` (labels from the `emotion`/`aus` columns, else parsed from the reference assistant turn), then
-rendered into GRPO rows.
+`train/labelled_data.py` (labels normalised there, from the `emotion`/`aus` columns, else read from the reference
+assistant turn), then rendered into GRPO rows.
 
 A row of the result: `prompt` (the user turns rendered by LLaMA-Factory's template, one unexpanded image token per
 image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_pixels`, loaded on access), `emotion`,
@@ -10,7 +10,6 @@ image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_
 """
 
 import copy
-import json
 import os
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -20,8 +19,9 @@ from llamafactory.data.data_utils import get_dataset_module, merge_dataset, spli
 from llamafactory.data.parser import get_dataset_list
 
 from ...rewards import AU_WEIGHT_COLUMN, au_frequency_weights
+from ...seam import regularize_images
 from .._logging import get_logger
-from ..labelled_data import LABELS_COLUMN, load_labelled_dataset
+from ..labelled_data import decode_labels, load_labelled_dataset
 
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def _to_grpo_row(
     if example["_videos"] or example["_audios"]:
         raise ValueError("The grpo stage supports image and text prompts only: remove videos and audios.")
 
-    labels = json.loads(example[LABELS_COLUMN])
+    labels = decode_labels(example)
     images = example["_images"] or []
     missing = [image for image in images if isinstance(image, str) and not os.path.isfile(image)]
     if missing:
@@ -92,7 +92,7 @@ class ImageLoader:
             return batch
 
         paths = batch.pop("image_paths")
-        images = [self.plugin._regularize_images(row, **self.limits)["images"] if row else [] for row in paths]
+        images = [regularize_images(self.plugin, row, **self.limits) if row else [] for row in paths]
         return {**batch, "images": images}
 
 

@@ -3,33 +3,37 @@ r"""TRL's GRPOTrainer with LLaMA-Factory's optimizers and callbacks, reward clip
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
-from llamafactory.train.callbacks import LogCallback, SaveProcessorCallback
+from llamafactory.train.callbacks import SaveProcessorCallback
 from llamafactory.train.trainer_utils import create_custom_optimizer, create_custom_scheduler
 from trl import GRPOTrainer
 from typing_extensions import override
 
-from ...rewards import au_f1, completion_text, fea_emotion, fea_format, fea_strict_format, label_aus, reference_aus
+from ...fea.labels import reference_aus
+from ...fea.parsing import completion_text
+from ...rewards import au_f1, fea_emotion, fea_format, fea_strict_format
 
 
 if TYPE_CHECKING:
     from llamafactory.hparams import FinetuningArguments
-    from transformers import ProcessorMixin, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+    from transformers import ProcessorMixin
 
 
 FEA_METRICS = ("fea/format_rate", "fea/strict_format_rate", "fea/emotion_accuracy", "fea/au_f1")
 
 
 def fea_metrics(completions: list[Any], emotions: list[Any], aus: list[Any]) -> list[list[float]]:
-    r"""Per completion: reference format, strict format, emotion accuracy and AU F1 (NaN where a label is missing)."""
+    r"""Per completion: reference format, strict format, emotion accuracy and AU F1 (NaN where a label is missing).
+
+    The rows' `emotion` and `aus` were normalised when the dataset was loaded and are read as they are.
+    """
     formats = fea_format(completions)
     stricts = fea_strict_format(completions)
     accuracies = fea_emotion(completions, emotion=emotions)
     rows = []
-    for completion, fmt, strict, accuracy, labels in zip(completions, formats, stricts, accuracies, aus):
-        labelled = label_aus(labels)
+    for completion, fmt, strict, accuracy, labelled in zip(completions, formats, stricts, accuracies, aus):
         expected = frozenset(f"AU{number}" for number in labelled or ())
         f1 = au_f1(reference_aus(completion_text(completion)), expected)
-        rows.append([fmt, strict, float("nan") if accuracy is None else accuracy, f1 if labelled else float("nan")])
+        rows.append([fmt, strict, float("nan") if accuracy is None else accuracy, f1 if expected else float("nan")])
 
     return rows
 
@@ -98,37 +102,3 @@ class CustomGRPOTrainer(GRPOTrainer):
                 self._metrics[mode][name].append(torch.nanmean(values).item())
 
         return rewards_per_func
-
-
-class GRPOLogCallback(LogCallback):
-    r"""LLaMA-Factory's LogCallback that also writes each step's GRPO metrics into trainer_log.jsonl.
-
-    The stock callback writes a fixed set of keys; LLaMA Board and users also need `rewards/<name>/mean`, `kl`,
-    `completions/mean_length`, `fea/format_rate`, ... The instance LLaMA-Factory created is switched to this class
-    (see `use_grpo_log_callback`) so its web UI handlers and abort signal stay as they are.
-    """
-
-    @property
-    def pending_metrics(self) -> dict[int, dict[str, float]]:
-        return self.__dict__.setdefault("_pending_metrics", {})
-
-    @override
-    def on_log(self, args: "TrainingArguments", state: "TrainerState", control: "TrainerControl", **kwargs):
-        if args.should_save and state.log_history:
-            metrics = {k: v for k, v in state.log_history[-1].items() if isinstance(v, (int, float))}
-            self.pending_metrics.setdefault(state.global_step, {}).update(metrics)
-
-        super().on_log(args, state, control, **kwargs)
-
-    @override
-    def _write_log(self, output_dir: str, logs: dict[str, Any]) -> None:
-        metrics = self.pending_metrics.pop(logs.get("current_steps"), {})
-        metrics.pop("step", None)
-        super()._write_log(output_dir, {**metrics, **logs})
-
-
-def use_grpo_log_callback(callbacks: list["TrainerCallback"]) -> None:
-    r"""Switch LLaMA-Factory's LogCallback in `callbacks` to `GRPOLogCallback` (the same object, so nothing is lost)."""
-    for callback in callbacks:
-        if type(callback) is LogCallback:
-            callback.__class__ = GRPOLogCallback

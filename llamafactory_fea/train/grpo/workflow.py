@@ -12,10 +12,11 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOConfig
 
 from ...rewards import get_reward, with_sample_weights
+from ...seam import use_grpo_log_callback
 from .._logging import get_logger
 from .data import get_grpo_dataset
 from .rollout import check_vllm, generation_kwargs
-from .trainer import FEA_METRICS, CustomGRPOTrainer, use_grpo_log_callback
+from .trainer import FEA_METRICS, CustomGRPOTrainer
 
 
 if TYPE_CHECKING:
@@ -27,32 +28,6 @@ if TYPE_CHECKING:
 
 
 logger = get_logger(__name__)
-
-ROLLOUT_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")  # GRPO keys shadowing LLaMA-Factory's
-TRL_KEYS = (
-    "num_generations",
-    "generation_batch_size",
-    "max_completion_length",
-    "max_prompt_length",
-    *ROLLOUT_KEYS,
-    "beta",
-    "epsilon",
-    "epsilon_high",
-    "num_iterations",
-    "loss_type",
-    "scale_rewards",
-    "importance_sampling_level",
-    "mask_truncated_completions",
-    "reward_weights",
-    "use_vllm",
-    "vllm_mode",
-    "vllm_gpu_memory_utilization",
-    "vllm_tensor_parallel_size",
-    "vllm_enable_sleep_mode",
-    "vllm_server_base_url",
-    "ds3_gather_for_generation",
-    "log_completions",
-)
 
 
 def build_grpo_config(
@@ -73,14 +48,14 @@ def build_grpo_config(
             "sampled num_generations times and a group must fit in one generation batch."
         )
 
-    shared = {f.name for f in fields(type(training_args)) if f.init}
-    kwargs = {f.name: getattr(training_args, f.name) for f in fields(GRPOConfig) if f.init and f.name in shared}
-    kwargs.update({key: getattr(grpo_args, key) for key in TRL_KEYS})
+    trl_keys = {f.name for f in fields(GRPOConfig) if f.init}
+    kwargs = {f.name: getattr(training_args, f.name) for f in fields(training_args) if f.init and f.name in trl_keys}
+    kwargs.update({f.name: getattr(grpo_args, f.name) for f in fields(grpo_args) if f.name in trl_keys})
     kwargs.update(
         remove_unused_columns=False,  # the label columns must reach the rewards
         gradient_checkpointing=False,  # LLaMA-Factory has set it up on the model (`disable_gradient_checkpointing`)
         shuffle_dataset=not finetuning_args.disable_shuffling,
-        generation_kwargs=rollout_kwargs,
+        generation_kwargs=rollout_kwargs,  # the grpo key's, with the vision tokens suppressed
     )
     if grpo_args.beta > 0 and finetuning_args.finetuning_type != "lora":  # TRL loads the reference model itself
         kwargs["model_init_kwargs"] = {"dtype": model_args.compute_dtype, "trust_remote_code": True}
@@ -107,9 +82,10 @@ def _warn_unused(
     defaults = GeneratingArguments()
     unused = [f.name for f in fields(generating_args) if getattr(generating_args, f.name) != getattr(defaults, f.name)]
     if unused:
+        shadowing = [f.name for f in fields(grpo_args) if hasattr(defaults, f.name)]  # temperature, top_p, ...
         logger.warning_rank0(
             f"{', '.join(unused)} (LLaMA-Factory generation keys) are not used by stage grpo: rollouts take "
-            f"max_completion_length, {', '.join(ROLLOUT_KEYS)} from the grpo keys."
+            f"max_completion_length, {', '.join(shadowing)} from the grpo keys."
         )
 
     adapter_resumed = not finetuning_args.create_new_adapter or model_args.quantization_bit is not None

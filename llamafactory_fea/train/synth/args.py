@@ -1,11 +1,19 @@
 r"""YAML keys of the `synth` stage and of the synthesis callback (light: imported at every training start)."""
 
 import re
+import warnings
 from dataclasses import dataclass, field
+
+from ...hparams import ArgumentError, check_bounds, check_types
 
 
 BACKENDS = ("hf", "vllm")
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+DEPRECATED_KEYS = {  # documented spellings before one prefix per stage: old key -> new key
+    "synthesis_callback": "synth_callback",
+    "synthesis_dataset": "synth_callback_dataset",
+    "synthesis_every_n_epochs": "synth_callback_every_n_epochs",
+}
 
 
 @dataclass
@@ -79,53 +87,71 @@ class SynthesisArguments:
     )
 
     def __post_init__(self) -> None:
+        check_types(self, "synth")
         if not _DATASET_NAME.match(self.synth_dataset_name or ""):
-            raise ValueError(
-                f"`synth_dataset_name` {self.synth_dataset_name!r} must be letters, digits, `_`, `-` or `.`."
+            raise ArgumentError(
+                f"synth key `synth_dataset_name` must be letters, digits, `_`, `-` or `.`, got {self.synth_dataset_name!r}."
             )
 
-        if self.synth_max_retries < 0:
-            raise ValueError("`synth_max_retries` must be 0 or more.")
-
-        if not 0.0 <= self.synth_min_au_f1 <= 1.0:
-            raise ValueError("`synth_min_au_f1` must be between 0 and 1.")
-
-        if self.synth_batch_size < 1:
-            raise ValueError("`synth_batch_size` must be at least 1.")
-
+        check_bounds(
+            self,
+            "synth",
+            at_least={"synth_max_retries": 0, "synth_min_au_f1": 0, "synth_batch_size": 1, "synth_stop_after": 1},
+            at_most={"synth_min_au_f1": 1},
+        )
         if self.synth_backend not in BACKENDS and "." not in self.synth_backend:
-            raise ValueError(
-                f"Unknown `synth_backend` {self.synth_backend!r}: use {', '.join(BACKENDS)} or a dotted path."
+            raise ArgumentError(
+                f"synth key `synth_backend` must be {', '.join(BACKENDS)} or a dotted path, got {self.synth_backend!r}."
             )
-
-        if self.synth_stop_after is not None and self.synth_stop_after < 1:
-            raise ValueError("`synth_stop_after` must be at least 1 (or unset).")
 
 
 @dataclass
 class SynthesisCallbackArguments(SynthesisArguments):
     r"""Keys any training YAML (SFT, GRPO) accepts to run synthesis with the in-memory model during training."""
 
-    synthesis_callback: bool = field(
+    synth_callback: bool = field(
         default=False,
-        metadata={"help": "Run reward-verified synthesis with the model being trained (the `synth_*` keys apply)."},
+        metadata={
+            "help": "Run reward-verified synthesis with the model being trained (the other `synth_*` keys apply)."
+        },
     )
-    synthesis_dataset: str | None = field(
+    synth_callback_dataset: str | None = field(
         default=None,
         metadata={"help": "Labelled dataset(s) of `dataset_dir` to synthesize on, comma-separated."},
     )
-    synthesis_every_n_epochs: int | None = field(
+    synth_callback_every_n_epochs: int | None = field(
         default=None,
         metadata={"help": "Also synthesize after every N epochs; unset: only at the end of training."},
     )
+    synthesis_callback: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated spelling of `synth_callback`."},
+    )
+    synthesis_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Deprecated spelling of `synth_callback_dataset`."},
+    )
+    synthesis_every_n_epochs: int | None = field(
+        default=None,
+        metadata={"help": "Deprecated spelling of `synth_callback_every_n_epochs`."},
+    )
 
     def __post_init__(self) -> None:
+        for old, new in DEPRECATED_KEYS.items():
+            value = getattr(self, old)
+            if value is not None:
+                if getattr(self, new) not in (None, False, value):
+                    raise ArgumentError(f"synth key `{old}` is the deprecated spelling of `{new}`: give `{new}` only.")
+
+                warnings.warn(f"synth key `{old}` is deprecated: use `{new}`.", FutureWarning, stacklevel=2)
+                setattr(self, new, value)
+
         super().__post_init__()
-        if self.synthesis_callback and not self.synthesis_dataset:
-            raise ValueError("`synthesis_callback` needs `synthesis_dataset` (a labelled dataset in `dataset_dir`).")
+        check_bounds(self, "synth", at_least={"synth_callback_every_n_epochs": 1})
+        if self.synth_callback and not self.synth_callback_dataset:
+            raise ArgumentError(
+                "synth key `synth_callback` needs `synth_callback_dataset` (a labelled dataset in `dataset_dir`)."
+            )
 
-        if self.synthesis_every_n_epochs is not None and self.synthesis_every_n_epochs < 1:
-            raise ValueError("`synthesis_every_n_epochs` must be at least 1 (or unset).")
-
-        if self.synthesis_callback and self.synth_backend == "vllm":
-            raise ValueError("The synthesis callback generates with the in-memory model: use `synth_backend: hf`.")
+        if self.synth_callback and self.synth_backend == "vllm":
+            raise ArgumentError("The synthesis callback generates with the in-memory model: use `synth_backend: hf`.")

@@ -1,13 +1,13 @@
 r"""`SynthesisCallback`: reward-verified synthesis with the in-memory model, in any SFT or GRPO run.
 
-    synthesis_callback: true
-    synthesis_dataset: fea_demo          # labelled dataset(s) of dataset_dir
-    synthesis_every_n_epochs: 1          # optional; the end of training always synthesizes
-    synth_dataset_dir: data_registry     # any synth_* key of the synth stage applies
+    synth_callback: true
+    synth_callback_dataset: fea_demo         # labelled dataset(s) of dataset_dir
+    synth_callback_every_n_epochs: 1         # optional; the end of training always synthesizes
+    synth_dataset_dir: data_registry         # any synth_* key of the synth stage applies
 
-Rounds work in `output_dir/synthesis/<round>/` (journal, so a resumed training resumes them too); the report of
-every round is `output_dir/synthesis/synth_report.{json,md}`. The end-of-training round is registered as
-`synth_dataset_name`, the round after epoch k as `<synth_dataset_name>_epoch<k>`, in `synth_dataset_dir`
+Synthesis passes work in `output_dir/synthesis/<pass>/` (journal, so a resumed training resumes them too); the
+report of every pass is `output_dir/synthesis/synth_report.{json,md}`. The end-of-training pass is registered as
+`synth_dataset_name`, the pass after epoch k as `<synth_dataset_name>_epoch<k>`, in `synth_dataset_dir`
 (default `output_dir/synthesis`). The synthesis dataset is read with the run's `dataset_dir`, `media_dir` and
 `max_samples`; generation is greedy with the run's `max_new_tokens`.
 """
@@ -20,9 +20,10 @@ from llamafactory.model import load_tokenizer
 from transformers import TrainerCallback
 from typing_extensions import override
 
+from ...hparams import split_arg
 from .._logging import get_logger
 from .engine import HuggingfaceSynthEngine
-from .job import SynthesisRoundConfig, run_synthesis_round
+from .job import SynthesisPassConfig, run_synthesis_pass
 from .samples import load_samples
 from .synthesizer import build_synthesizer, load_prompts
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, Seq2SeqTrainingArguments, TrainerControl, TrainerState
 
     from .args import SynthesisCallbackArguments
-    from .report import SynthesisRound
+    from .report import SynthesisPass
 
 
 logger = get_logger(__name__)
@@ -56,12 +57,12 @@ class SynthesisCallback(TrainerCallback):
         self.data_args = data_args
         self.training_args = training_args
         self.generating_args = generating_args
-        self.datasets = [name.strip() for name in synth_args.synthesis_dataset.split(",") if name.strip()]
-        self.rounds: list[SynthesisRound] = []
+        self.datasets = split_arg(synth_args.synth_callback_dataset)
+        self.passes: list[SynthesisPass] = []
 
-    def synthesize(self, model: "PreTrainedModel", state: "TrainerState", name: str) -> "SynthesisRound | None":
-        r"""Run one synthesis round with `model` on every rank's shard; rank 0 returns the round."""
-        logger.info_rank0(f"Synthesis round {name} with the model at step {state.global_step}.")
+    def synthesize(self, model: "PreTrainedModel", state: "TrainerState", name: str) -> "SynthesisPass | None":
+        r"""Run one synthesis pass with `model` on every rank's shard; rank 0 returns the pass."""
+        logger.info_rank0(f"Synthesis pass {name} with the model at step {state.global_step}.")
         tokenizer_module = load_tokenizer(self.model_args)
         tokenizer = tokenizer_module["tokenizer"]
         tokenizer.padding_side = "left"
@@ -73,7 +74,7 @@ class SynthesisCallback(TrainerCallback):
 
         engine = HuggingfaceSynthEngine(model, template, self.generating_args, **tokenizer_module)
         report_dir = Path(self.training_args.output_dir) / SYNTHESIS_DIR
-        config = SynthesisRoundConfig.from_args(
+        config = SynthesisPassConfig.from_args(
             self.synth_args,
             name=name,
             datasets=self.datasets,
@@ -83,23 +84,23 @@ class SynthesisCallback(TrainerCallback):
         )
         config.dataset_dir = Path(self.synth_args.synth_dataset_dir or report_dir)
         config.dataset_file = f"{name}.jsonl"
-        synthesis_round = run_synthesis_round(
+        synthesis_pass = run_synthesis_pass(
             build_synthesizer(engine, self.synth_args),
             samples,
             config,
             rank=self.training_args.process_index,
             world_size=self.training_args.world_size,
         )
-        if synthesis_round is not None:
-            self.rounds.append(synthesis_round)
+        if synthesis_pass is not None:
+            self.passes.append(synthesis_pass)
 
-        return synthesis_round
+        return synthesis_pass
 
     @override
     def on_epoch_end(
         self, args: "Seq2SeqTrainingArguments", state: "TrainerState", control: "TrainerControl", **kwargs: Any
     ) -> None:
-        every = self.synth_args.synthesis_every_n_epochs
+        every = self.synth_args.synth_callback_every_n_epochs
         epoch = round(state.epoch or 0)
         if every and epoch > 0 and epoch % every == 0 and state.global_step < state.max_steps:
             self.synthesize(kwargs["model"], state, f"{self.synth_args.synth_dataset_name}_epoch{epoch}")
@@ -119,15 +120,15 @@ def synthesis_callbacks(
     finetuning_args: "FinetuningArguments",
     generating_args: "GeneratingArguments",
 ) -> list[TrainerCallback]:
-    r"""The callbacks of the `synthesis_callback` extension (none unless `synthesis_callback: true`)."""
+    r"""The callbacks of the synthesis callback extension (none unless `synth_callback: true`)."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if not synth_args.synthesis_callback:
+    if not synth_args.synth_callback:
         return []
 
     if is_deepspeed_zero3_enabled() or training_args.fsdp:
         raise ValueError(
-            "`synthesis_callback` generates with each rank's full model copy: it does not work with DeepSpeed "
+            "`synth_callback` generates with each rank's full model copy: it does not work with DeepSpeed "
             "ZeRO-3 or FSDP. Run `stage: synth` on the saved model instead."
         )
 

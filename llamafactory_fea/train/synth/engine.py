@@ -4,13 +4,14 @@ An engine is any object with `generate(requests: list[GenerationRequest]) -> lis
 special tokens removed), so tests and other backends plug in through `synth_backend: package.module.factory`.
 """
 
-import importlib
 import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
+from ...registry import import_object
+from ...seam import regularize_images
 from .._logging import get_logger
 from ..tokens import QWEN_VL_TOKENS, vision_tokens
 
@@ -203,25 +204,17 @@ class VllmSynthEngine:
         r"""Greedy completions of a batch (vLLM schedules the batch itself)."""
         prompts = []
         for request in requests:
-            image = self.template.mm_plugin._regularize_images(
+            image = regularize_images(
+                self.template.mm_plugin,
                 [request.image],
                 image_max_pixels=self.model_args.image_max_pixels,
                 image_min_pixels=self.model_args.image_min_pixels,
-            )["images"][0]
+            )[0]
             prompt_ids = encode_prompt(request, self.template, self.tokenizer, self.processor)
             prompts.append({"prompt_token_ids": prompt_ids, "multi_modal_data": {"image": image}})
 
         outputs = self.llm.generate(prompts, self.sampling_params, lora_request=self.lora_request, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]
-
-
-def load_engine_factory(path: str) -> Any:
-    r"""Import the engine factory `package.module.factory` of `synth_backend`."""
-    module_name, _, attr = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"Cannot import the synthesis engine factory {path!r}: {err}.") from err
 
 
 def create_engine(
@@ -245,7 +238,7 @@ def create_engine(
     if synth_args.synth_backend == "vllm":
         return VllmSynthEngine(template, model_args, generating_args, tokenizer, processor)
 
-    factory = load_engine_factory(synth_args.synth_backend)
+    factory = import_object(synth_args.synth_backend, "synthesis engine factory")
     logger.info_rank0(f"Synthesis engine from {synth_args.synth_backend}.")
     return factory(
         synth_args=synth_args,

@@ -1,7 +1,7 @@
-r"""One synthesis round that never loses work: a per-rank append-only journal, resume by key, merge by rank 0.
+r"""One synthesis pass that never loses work: a per-rank append-only journal, resume by key, merge by rank 0.
 
 Every processed sample (kept, rejected or skipped, with its reason) is one flushed JSON line of
-`synth_journal.rank<k>.jsonl` in the round's folder as soon as it is finished. A restarted run reads every
+`synth_journal.rank<k>.jsonl` in the pass's folder as soon as it is finished. A restarted run reads every
 journal of the folder (any world size), repairs a line cut short by a kill, and skips the keys already there.
 Rank `k` of `n` takes samples `k::n` of the source order; rank 0 merges the journals in source order into the
 dataset file, registers it atomically and writes the report.
@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...data.records import register_dataset, write_jsonl
+from ...data.records import RecordError, json_lines, register_dataset, write_jsonl
 from .._logging import get_logger
-from .report import SynthesisRound, write_report
+from .report import SynthesisPass, write_report
 
 
 if TYPE_CHECKING:
@@ -41,20 +41,12 @@ class Journal:
     @staticmethod
     def read(path: "str | Path") -> list[dict[str, Any]]:
         r"""The complete entries of a journal file; a last line cut short by a kill is ignored."""
-        entries = []
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        lines = list(json_lines(path))
+        for number, (_, entry) in enumerate(lines, 1):
+            if isinstance(entry, RecordError) and number != len(lines):  # only the last line can be cut short
+                logger.warning_rank0(f"{entry.source}:{entry.where}: unreadable journal line skipped.")
 
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                if number != len(lines):  # only the last line can be cut short; anything else is damage
-                    logger.warning_rank0(f"{path}:{number}: unreadable journal line skipped.")
-
-        return entries
+        return [entry for _, entry in lines if not isinstance(entry, RecordError)]
 
     def repair(self) -> None:
         r"""Cut a last line left incomplete by a kill, so that appending starts on a fresh line."""
@@ -122,8 +114,8 @@ def relocate_image(image: str, dataset_dir: Path) -> str:
 
 
 @dataclass
-class SynthesisRoundConfig:
-    r"""Where a round works and what it produces."""
+class SynthesisPassConfig:
+    r"""Where a pass works and what it produces."""
 
     name: str
     datasets: list[str]
@@ -145,8 +137,8 @@ class SynthesisRoundConfig:
         run_dir: "str | Path",
         report_dir: "str | Path | None" = None,
         **settings: Any,
-    ) -> "SynthesisRoundConfig":
-        r"""A round of the `synth_*` keys, registered as `name` in `synth_dataset_dir` (default: `run_dir`)."""
+    ) -> "SynthesisPassConfig":
+        r"""A pass of the `synth_*` keys, registered as `name` in `synth_dataset_dir` (default: `run_dir`)."""
         return cls(
             name=name,
             datasets=datasets,
@@ -161,8 +153,8 @@ class SynthesisRoundConfig:
         )
 
 
-def _check_settings(config: SynthesisRoundConfig) -> None:
-    r"""Record the round's settings; warn when a resumed journal was made with other settings."""
+def _check_settings(config: SynthesisPassConfig) -> None:
+    r"""Record the pass's settings; warn when a resumed journal was made with other settings."""
     path = config.run_dir / SETTINGS_FILE
     if config.settings is None:
         return
@@ -179,9 +171,9 @@ def _check_settings(config: SynthesisRoundConfig) -> None:
     path.write_text(json.dumps(config.settings, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def merge_round(
-    config: SynthesisRoundConfig, samples: list["SynthSample"], seconds: float, generated_now: int
-) -> SynthesisRound:
+def merge_pass(
+    config: SynthesisPassConfig, samples: list["SynthSample"], seconds: float, generated_now: int
+) -> SynthesisPass:
     r"""Rank 0: merge the journals in source order, write and register the dataset, write the report."""
     entries = read_journals(config.run_dir)
     ordered = [entries[sample.key] for sample in samples if sample.key in entries]
@@ -192,30 +184,30 @@ def merge_round(
             row["images"] = [relocate_image(image, config.dataset_dir) for image in row["images"]]
             rows.append(row)
 
-    synthesis_round = SynthesisRound.from_entries(config.name, config.datasets, len(samples), ordered)
-    synthesis_round.seconds = seconds
-    synthesis_round.samples_per_second = generated_now / seconds if seconds > 0 else 0.0
+    synthesis_pass = SynthesisPass.from_entries(config.name, config.datasets, len(samples), ordered)
+    synthesis_pass.seconds = seconds
+    synthesis_pass.samples_per_second = generated_now / seconds if seconds > 0 else 0.0
     dataset_path = config.dataset_dir / config.dataset_file
     write_jsonl(dataset_path, rows)
-    synthesis_round.dataset_name, synthesis_round.dataset_file = config.dataset_name, str(dataset_path)
+    synthesis_pass.dataset_name, synthesis_pass.dataset_file = config.dataset_name, str(dataset_path)
     if rows:
         info_path = register_dataset(config.dataset_dir, config.dataset_name, config.dataset_file)
-        synthesis_round.registered_in = str(info_path)
+        synthesis_pass.registered_in = str(info_path)
     else:
         logger.warning_rank0("No sample was kept: the dataset file is empty and was not registered.")
 
-    write_report(config.report_dir or config.run_dir, synthesis_round)
-    return synthesis_round
+    write_report(config.report_dir or config.run_dir, synthesis_pass)
+    return synthesis_pass
 
 
-def run_synthesis_round(
+def run_synthesis_pass(
     synthesizer: "Synthesizer",
     samples: list["SynthSample"],
-    config: SynthesisRoundConfig,
+    config: SynthesisPassConfig,
     rank: int = 0,
     world_size: int = 1,
-) -> SynthesisRound | None:
-    r"""Synthesize this rank's shard of the samples, resuming from the journals; rank 0 returns the round."""
+) -> SynthesisPass | None:
+    r"""Synthesize this rank's shard of the samples, resuming from the journals; rank 0 returns the pass."""
     from tqdm.auto import tqdm
 
     config.run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +249,6 @@ def run_synthesis_round(
     if rank != 0:
         return None
 
-    synthesis_round = merge_round(config, samples, seconds, generated)
-    logger.info_rank0("\n" + synthesis_round.summary())
-    return synthesis_round
+    synthesis_pass = merge_pass(config, samples, seconds, generated)
+    logger.info_rank0("\n" + synthesis_pass.summary())
+    return synthesis_pass

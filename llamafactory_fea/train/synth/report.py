@@ -1,4 +1,8 @@
-r"""The synthesis report: per round, generated, kept, rejected by reason, skipped, retries and acceptance rate."""
+r"""The synthesis report: per pass, generated, kept, rejected by reason, skipped, retries and acceptance rate.
+
+A synthesis *pass* is one pass over labelled datasets, registered as one dataset (it may take several runs:
+the journal resumes it). A *round* is the loop's SFT -> GRPO -> synthesis (`llamafactory_fea.loop`).
+"""
 
 import json
 from collections import Counter
@@ -6,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.records import atomic_write_text
+from ...data.records import atomic_write
 
 
 REPORT_JSON = "synth_report.json"
@@ -14,8 +18,8 @@ REPORT_TEXT = "synth_report.md"
 
 
 @dataclass
-class SynthesisRound:
-    r"""What one round of synthesis did (counts over the whole journal, across restarts and ranks)."""
+class SynthesisPass:
+    r"""What one synthesis pass did (counts over the whole journal, across restarts and ranks)."""
 
     name: str
     datasets: list[str]
@@ -38,8 +42,8 @@ class SynthesisRound:
     @classmethod
     def from_entries(
         cls, name: str, datasets: list[str], samples: int, entries: list[dict[str, Any]]
-    ) -> "SynthesisRound":
-        r"""Count the journal entries of a round."""
+    ) -> "SynthesisPass":
+        r"""Count the journal entries of a pass."""
         statuses = Counter(entry["status"] for entry in entries)
         rejected = Counter(entry["reason"] for entry in entries if entry["status"] == "rejected")
         skipped = Counter(entry["reason"] for entry in entries if entry["status"] == "skipped")
@@ -64,7 +68,7 @@ class SynthesisRound:
         r"""A few readable lines."""
         status = "" if self.complete else f" (incomplete: {self.processed} of {self.samples} processed, run again)"
         lines = [
-            f"Synthesis round {self.name!r} on {', '.join(self.datasets)}{status}:",
+            f"Synthesis pass {self.name!r} on {', '.join(self.datasets)}{status}:",
             f"  generated {self.generated}, kept {self.kept} ({self.acceptance_rate:.1%}), "
             f"rejected {sum(self.rejected.values())}, skipped {sum(self.skipped.values())}",
         ]
@@ -86,20 +90,23 @@ class SynthesisRound:
         return "\n".join(lines)
 
 
-def read_rounds(report_dir: "str | Path") -> list[SynthesisRound]:
-    r"""The rounds of an existing report in a folder (none if there is no report)."""
+def read_passes(report_dir: "str | Path") -> list[SynthesisPass]:
+    r"""The passes of an existing report in a folder (none if there is no report)."""
     path = Path(report_dir) / REPORT_JSON
     if not path.is_file():
         return []
 
-    return [SynthesisRound(**item) for item in json.loads(path.read_text(encoding="utf-8"))["rounds"]]
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        SynthesisPass(**item) for item in report.get("passes", report.get("rounds", []))
+    ]  # "rounds": older reports
 
 
-def write_report(report_dir: "str | Path", synthesis_round: SynthesisRound) -> list[SynthesisRound]:
-    r"""Add (or replace, by name) a round in the folder's JSON and readable reports, atomically; return all rounds."""
-    rounds = [item for item in read_rounds(report_dir) if item.name != synthesis_round.name] + [synthesis_round]
-    report = {"rounds": [asdict(item) for item in rounds]}
-    atomic_write_text(Path(report_dir) / REPORT_JSON, json.dumps(report, indent=2) + "\n")
-    text = "# Synthesis report\n\n" + "\n\n".join(item.summary() for item in rounds) + "\n"
-    atomic_write_text(Path(report_dir) / REPORT_TEXT, text)
-    return rounds
+def write_report(report_dir: "str | Path", synthesis_pass: SynthesisPass) -> list[SynthesisPass]:
+    r"""Add (or replace, by name) a pass in the folder's JSON and readable reports, atomically; return all passes."""
+    passes = [item for item in read_passes(report_dir) if item.name != synthesis_pass.name] + [synthesis_pass]
+    report = {"passes": [asdict(item) for item in passes]}
+    atomic_write(Path(report_dir) / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    text = "# Synthesis report\n\n" + "\n\n".join(item.summary() for item in passes) + "\n"
+    atomic_write(Path(report_dir) / REPORT_TEXT, text)
+    return passes

@@ -1,11 +1,10 @@
 r"""Labelled samples for synthesis, loaded by LLaMA-Factory's own loader with the plugin's label-keeping converters.
 
 `dataset_dir`, `media_dir`, `num_samples`, `max_samples`, hub or file datasets work as in any stage; the converters
-of `train/converter.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and
+of `train/labelled_data.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and
 each row's `id` and `dataset`, so a restarted run finds its place by id.
 """
 
-import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
 from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
 from ...fea.prompts import FEAPrompts
-from ..labelled_data import LABELS_COLUMN, load_labelled_dataset
+from ..labelled_data import decode_labels, load_labelled_dataset
 
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ def _question(prompt: list[dict[str, str]]) -> str:
 
 def _sample(name: str, position: int, example: dict[str, Any], index: int, prompts: FEAPrompts) -> SynthSample:
     r"""A sample of an aligned example; its key is `<dataset name>/<id>` (the row position when it has no id)."""
-    labels = json.loads(example[LABELS_COLUMN])
+    labels = decode_labels(example)
     emotion, aus = labels["emotion"], tuple(labels["aus"])
     dataset = str(labels["dataset"] or "fea")
     label_space = LABEL_SPACES.get(dataset, BASIC_EMOTIONS)

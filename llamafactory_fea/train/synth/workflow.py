@@ -8,7 +8,7 @@ from llamafactory.model import load_model, load_tokenizer
 
 from .._logging import get_logger
 from .engine import create_engine
-from .job import SynthesisRoundConfig, run_synthesis_round
+from .job import SynthesisPassConfig, run_synthesis_pass
 from .samples import load_samples
 from .synthesizer import build_synthesizer, load_prompts
 
@@ -52,7 +52,7 @@ def run_synth(
     engine = create_engine(
         synth_args, template, model_args, data_args, finetuning_args, generating_args, model=model, **tokenizer_module
     )
-    config = SynthesisRoundConfig.from_args(
+    config = SynthesisPassConfig.from_args(
         synth_args,
         name=synth_args.synth_dataset_name,
         datasets=data_args.dataset,
@@ -61,7 +61,7 @@ def run_synth(
         adapters=model_args.adapter_name_or_path,
         max_new_tokens=generating_args.max_new_tokens,
     )
-    run_synthesis_round(
+    run_synthesis_pass(
         build_synthesizer(engine, synth_args),
         samples,
         config,

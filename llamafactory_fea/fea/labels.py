@@ -1,0 +1,203 @@
+r"""What an FEA label is and where it comes from: the tags of a completion, emotion and AU labels, their columns.
+
+The one module that reads a tag or a label. The tag patterns serve the parser (`parsing.py`) and the readings of the
+released Facial-R1 code (`open_r1/grpo_jsonl.py`), kept exactly so the reference rewards grade what it grades.
+`label_emotion` and `label_aus` say what a label value is: lenient for rewards handed raw user columns, strict (raising
+`UnknownEmotionError`/`UnknownAUError`) for evaluation. `extract_labels` finds a row's labels in its columns, under
+their aliases, or else in its reference answer; LLaMA-Factory's converters call it once, when a row is loaded.
+"""
+
+import re
+from typing import Any
+
+from .aus import parse_au
+from .emotions import EMOTIONS, SYNONYMS, normalize_emotion, try_normalize_emotion
+
+
+FORMAT_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)  # the reference's format check
+THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+TAG_PATTERN = re.compile(r"</?(think|answer)>")
+REFERENCE_THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)  # the reference's AU block
+AU_PATTERN = re.compile(r"AU(\d+)")  # an AU named in reasoning
+LABEL_AU_PATTERN = re.compile(r"(?i)(?:AU)?\s*0*(\d{1,6})")  # an AU in a label value: 4, "AU4", "au04"
+MAX_AU_DIGITS = 6  # longer digit runs are not AUs (and `int` refuses very long ones)
+OUT_OF_RANGE_AU = 10**MAX_AU_DIGITS
+
+EMOTION_COLUMNS: tuple[str, ...] = ("emotion", "label", "labels")  # FEA-20K keeps `labels: ["Sadness"]`
+AUS_COLUMNS: tuple[str, ...] = ("aus", "AUs")
+
+
+def think_text(text: str | None) -> str | None:
+    r"""The reasoning: the first `<think>` block, stripped; None without one.
+
+    >>> think_text("<think> Brows down (AU4). </think><answer>anger</answer>")
+    'Brows down (AU4).'
+    """
+    think = THINK_PATTERN.search(text or "")
+    return think.group(1).strip() if think else None
+
+
+def answer_text(text: str | None) -> str | None:
+    r"""The answer: the last `<answer>` block, stripped; None without one."""
+    answers = ANSWER_PATTERN.findall(text or "")
+    return answers[-1].strip() if answers else None
+
+
+def named_aus(reasoning: str | None) -> frozenset[int]:
+    r"""The AU numbers named (`AU<digits>`) in a reasoning; a run too long to be any AU counts as one outside the catalogue.
+
+    >>> sorted(named_aus("Brows pulled together (AU4), lips down (AU15); au12 is not named."))
+    [4, 15]
+    """
+    numbers = AU_PATTERN.findall(reasoning or "")
+    return frozenset(int(digits) if len(digits) <= MAX_AU_DIGITS else OUT_OF_RANGE_AU for digits in numbers)
+
+
+def named_emotions(text: str) -> list[str]:
+    r"""Every emotion a text names, as normalised nouns in order of first mention (in an answer, more than one is a hedge).
+
+    >>> named_emotions("Sad, or maybe angry; sadness.")
+    ['sadness', 'anger']
+    """
+    return list(dict.fromkeys(SYNONYMS[word] for word in re.findall(r"[a-z]+", text.lower()) if word in SYNONYMS))
+
+
+def answer_emotion(answer: str | None) -> str | None:
+    r"""The emotion of an answer that is exactly one emotion word (any case, adjective or synonym), else None.
+
+    >>> answer_emotion("Sad"), answer_emotion("sad or angry"), answer_emotion("")
+    ('sadness', None, None)
+    """
+    if not answer or len(named_emotions(answer)) > 1:
+        return None
+
+    return try_normalize_emotion(answer)
+
+
+def clean_answer(text: str) -> str:
+    r"""The reference's `clean_text`: last answer block if any, line breaks as spaces, stripped, no final dot, lower case.
+
+    >>> clean_answer("<answer>Sadness.</answer>")
+    'sadness'
+    """
+    answers = ANSWER_PATTERN.findall(text)
+    if answers:
+        text = answers[-1]
+
+    for char in ("\n", "\r"):
+        text = re.sub(r"(?<=\s)" + re.escape(char), "", text)
+        text = re.sub(r"(?<!\s)" + re.escape(char), " ", text)
+
+    return text.strip().rstrip(".").lower()
+
+
+def reference_answer(text: str) -> str:
+    r"""The answer the reference grades: the last `<answer>` block, else the whole completion, cleaned.
+
+    >>> reference_answer("<answer>anger</answer><answer> Sad.</answer>"), reference_answer("Happiness")
+    ('sad', 'happiness')
+    """
+    answer = answer_text(text)
+    return clean_answer(text.strip() if answer is None else answer)
+
+
+def reference_aus(text: str) -> frozenset[str]:
+    r"""The AUs the reference reads: `AU\d+` in the first `<think>` block (tags in any case), upper-cased, as strings.
+
+    >>> sorted(reference_aus("<think>brows down (au4), AU04 and AU15</think>"))
+    ['AU04', 'AU15', 'AU4']
+    """
+    think = REFERENCE_THINK_PATTERN.search(text)
+    return frozenset(f"AU{digits}" for digits in AU_PATTERN.findall(think.group(1).upper())) if think else frozenset()
+
+
+def label_emotion(value: Any, strict: bool = False, label_space: tuple[str, ...] = EMOTIONS) -> str | None:
+    r"""An emotion label as its normalised noun (synonyms and adjectives accepted); None when absent or blank.
+
+    Lenient, an unknown word is kept lower-cased (a reward handed a raw user column); strict, an unknown word or one
+    outside `label_space` raises `UnknownEmotionError` with the fix.
+
+    >>> label_emotion("Sad"), label_emotion(" Bored "), label_emotion(""), label_emotion("happy", strict=True)
+    ('sadness', 'bored', None, 'happiness')
+    """
+    if value is None or not str(value).strip():
+        return None
+
+    if strict:
+        return normalize_emotion(str(value), label_space)
+
+    return try_normalize_emotion(str(value)) or str(value).strip().lower()
+
+
+def label_aus(value: Any, strict: bool = False) -> frozenset[int] | None:
+    r"""An AU label (numbers, "AU4" strings, or one "AU1, AU4" string) as a set of AU numbers; None when absent.
+
+    Lenient, whatever names no AU is skipped; strict, every item must be one catalogue AU (`parse_au`), else
+    `UnknownAUError`.
+
+    >>> sorted(label_aus(["AU1", 4, "au15"])), sorted(label_aus("AU1, AU4")), label_aus(None)
+    ([1, 4, 15], [1, 4], None)
+    """
+    if value is None:
+        return None
+
+    items = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    if strict:
+        return frozenset(parse_au(item) for item in items)
+
+    numbers = set()
+    for item in items:
+        if isinstance(item, bool):
+            continue
+
+        if isinstance(item, int):
+            numbers.add(item)
+            continue
+
+        numbers.update(int(number) for number in LABEL_AU_PATTERN.findall(str(item)))
+
+    return frozenset(numbers)
+
+
+def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:
+    r"""The value of the first of `names` that the row has and that is not empty."""
+    for name in names:
+        value = row.get(name)
+        if value is not None and value != "" and value != []:
+            return value
+
+    return None
+
+
+def label_columns(
+    row: dict[str, Any], emotion_columns: tuple[str, ...] = EMOTION_COLUMNS, aus_columns: tuple[str, ...] = AUS_COLUMNS
+) -> tuple[Any, Any]:
+    r"""The raw emotion and AU values of a row: the first alias column with a value; a list of emotions gives its first.
+
+    >>> label_columns({"labels": ["Sadness"], "AUs": ["AU1", "AU4"]})
+    ('Sadness', ['AU1', 'AU4'])
+    """
+    emotion, aus = _first(row, emotion_columns), _first(row, aus_columns)
+    if isinstance(emotion, (list, tuple)):
+        emotion = emotion[0] if emotion else None
+
+    return emotion, aus
+
+
+def extract_labels(row: dict[str, Any], response: str) -> dict[str, Any]:
+    r"""A row's labels, normalised: its emotion/AU columns, else the answer and AUs of its reference response.
+
+    >>> extract_labels({"emotion": "Sad", "aus": ["AU4"]}, "")
+    {'emotion': 'sadness', 'aus': [4]}
+    >>> extract_labels({}, "<think>Brows together (AU4).</think><answer>anger</answer>")
+    {'emotion': 'anger', 'aus': [4]}
+    """
+    emotion, aus = label_columns(row)
+    if response and emotion is None:
+        emotion = answer_emotion(answer_text(response))
+
+    if response and aus is None:
+        aus = sorted(named_aus(think_text(response)))
+
+    return {"emotion": label_emotion(emotion), "aus": sorted(label_aus(aus) or ())}

@@ -1,0 +1,118 @@
+r"""The reference rewards: format, emotion and AU as the released Facial-R1 code (`open_r1/grpo_jsonl.py`) grades them.
+
+`fea_emotion` is the paper's exact match and `fea_emotion_fuzzy` the Levenshtein similarity the released code actually
+computes; both read the answer and clean the label as the reference does (`fea.labels`), so runs are comparable with
+the paper, holes included (an empty answer, "A or B", a bare AU list: see `strict.py`).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from ..fea.labels import FORMAT_PATTERN, clean_answer, label_aus, reference_answer, reference_aus
+from ..fea.parsing import completion_text
+from .registry import label_column, register_reward
+
+
+def au_f1(predicted: frozenset, labelled: frozenset) -> float:
+    r"""Set F1 between predicted and labelled AUs (0 when they share none).
+
+    >>> au_f1(frozenset({4, 15}), frozenset({4}))
+    0.6666666666666666
+    """
+    true_positives = len(predicted & labelled)
+    if true_positives == 0:
+        return 0.0
+
+    return 2 * true_positives / (len(predicted) + len(labelled))
+
+
+def indel_ratio(first: str, second: str) -> float:
+    r"""`Levenshtein.ratio`: 1 - indel distance / total length = 2 * LCS / total length (1.0 for two empty strings).
+
+    >>> indel_ratio("sad", "sadness")
+    0.6
+    """
+    if not first and not second:
+        return 1.0
+
+    if len(first) < len(second):
+        first, second = second, first
+
+    previous = [0] * (len(second) + 1)
+    for char in first:
+        current = [0]
+        for j, other in enumerate(second):
+            current.append(previous[j] + 1 if char == other else max(previous[j + 1], current[j]))
+
+        previous = current
+
+    return 2 * previous[-1] / (len(first) + len(second))
+
+
+def _grade_answers(
+    completions: list[Any], emotion: list[str | None] | None, grade: Callable[[str, str], float]
+) -> list[float | None]:
+    r"""`grade(answer, label)` of each cleaned reference answer and cleaned label; None for unlabelled samples."""
+    rewards: list[float | None] = []
+    for completion, label in zip(completions, label_column(completions, emotion)):
+        if label is None or not str(label).strip():
+            rewards.append(None)
+            continue
+
+        rewards.append(grade(reference_answer(completion_text(completion)), clean_answer(str(label))))
+
+    return rewards
+
+
+@register_reward("fea_format", 0.0, 1.0)
+def fea_format(completions: list[Any], **kwargs) -> list[float | None]:
+    r"""Reference format reward: 1 if the completion fully matches `<think>.*?</think>\s*<answer>.*?</answer>`.
+
+    >>> fea_format(["<think>(AU12)</think><answer>happiness</answer>", "happiness"])
+    [1.0, 0.0]
+    """
+    return [1.0 if FORMAT_PATTERN.fullmatch(completion_text(c)) else 0.0 for c in completions]
+
+
+@register_reward("fea_emotion", 0.0, 1.0)
+def fea_emotion(completions: list[Any], emotion: list[str | None] | None = None, **kwargs) -> list[float | None]:
+    r"""Paper accuracy reward: 1 if the last `<answer>` (else the whole completion), cleaned as the reference does, is the label.
+
+    None for unlabelled samples (the reference pays a constant 0.5, which shifts a whole group and leaves the
+    advantages unchanged).
+
+    >>> fea_emotion(["<think>x</think><answer>Sadness</answer>", "<answer>sad</answer>"], emotion=["sadness"] * 2)
+    [1.0, 0.0]
+    """
+    return _grade_answers(completions, emotion, lambda answer, label: 1.0 if answer == label else 0.0)
+
+
+@register_reward("fea_emotion_fuzzy", 0.0, 1.0)
+def fea_emotion_fuzzy(completions: list[Any], emotion: list[str | None] | None = None, **kwargs) -> list[float | None]:
+    r"""The released code's accuracy reward for word labels: Levenshtein ratio of the cleaned answer and the label.
+
+    >>> fea_emotion_fuzzy(["<answer>sad</answer>", "<answer>sadness</answer>"], emotion=["sadness"] * 2)
+    [0.6, 1.0]
+    """
+    return _grade_answers(completions, emotion, indel_ratio)
+
+
+@register_reward("fea_au_f1", -1.0, 1.0)
+def fea_au_f1(completions: list[Any], aus: list[list[int] | None] | None = None, **kwargs) -> list[float | None]:
+    r"""Reference AU reward: 2*F1-1 of the AUs named in `<think>`; -1 if none named; 0 if the sample has no AUs.
+
+    >>> fea_au_f1(["<think>(AU4) and (AU15)</think><answer>sadness</answer>"], aus=[[4]])
+    [0.33333333333333326]
+    """
+    rewards: list[float | None] = []
+    for completion, labels in zip(completions, label_column(completions, aus)):
+        labelled = label_aus(labels)
+        if not labelled:
+            rewards.append(0.0)
+            continue
+
+        predicted = reference_aus(completion_text(completion))
+        expected = frozenset(f"AU{number}" for number in labelled)
+        rewards.append(2 * au_f1(predicted, expected) - 1 if predicted else -1.0)
+
+    return rewards
