@@ -138,7 +138,9 @@ def test_plugin_keys_are_split_from_yaml_and_command_line_arguments():
 def test_unknown_plugin_stage_key_names_the_closest_known_key():
     stage = plugin.STAGES["grpo"]
     plugin.check_keys(
-        stage, {"stage": "grpo", "num_generations": 2, "synth_callback": True, "lora_rank": 8}, seam.host_train_arguments()
+        stage,
+        {"stage": "grpo", "num_generations": 2, "synth_callback": True, "lora_rank": 8},
+        seam.host_train_arguments(),
     )
     with pytest.raises(ValueError, match=r"num_generation \(did you mean num_generations"):
         plugin.check_keys(stage, {"stage": "grpo", "num_generation": 2}, seam.host_train_arguments())
