@@ -2,9 +2,10 @@ r"""Interpreter start-up cost of the plugin's `.pth` hook: `python -c pass` and 
 
     .venv/bin/python bench/bench_startup.py [--runs 20]
 
-Prints the median wall time of each with the plugin on and switched off (LLAMAFACTORY_FEA_DISABLE=1), and the
-self times of `llamafactory_fea._bootstrap` (every start) and `llamafactory_fea.seam` (imported by the hook on the
-first `llamafactory.*` import) from `python -X importtime`.
+Prints the median wall time of each with the plugin on and switched off (LLAMAFACTORY_FEA_DISABLE=1; the hook stays
+then, to name plugin stages and keys), and the self times of `llamafactory_fea._bootstrap` (every start) and
+`llamafactory_fea.seam` (imported by the hook on the first `llamafactory.*` import, on or off) from
+`python -X importtime`.
 """
 
 import argparse

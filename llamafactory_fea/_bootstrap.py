@@ -3,15 +3,14 @@ r"""Imported by `llamafactory_fea.pth` at every interpreter start: installs a po
 When a LLaMA-Factory module that `llamafactory_fea.seam` patches is imported (in any process: the CLI, a torchrun
 child, LLaMA Board's training subprocess, a Ray worker), `seam.on_import` patches it; `seam.py` says why a hook.
 The hook answers only for `llamafactory.*` names and reads the hooked modules from the seam's table on the first.
-Set `LLAMAFACTORY_FEA_DISABLE=1` to switch the plugin off.
+Set `LLAMAFACTORY_FEA_DISABLE=1` to switch the plugin off: the hook stays, and the seam then only makes a plugin
+stage or key say that the plugin is off (stock stages run untouched).
 """
 
-import os
 import sys
 from importlib.machinery import PathFinder
 
 
-DISABLE_ENV = "LLAMAFACTORY_FEA_DISABLE"
 HOST_PREFIX = "llamafactory."
 
 
@@ -53,10 +52,5 @@ class _PostImportFinder:
         return spec
 
 
-def enabled() -> bool:
-    r"""Whether the plugin is switched on (it is unless `LLAMAFACTORY_FEA_DISABLE` is 1, true, yes or on)."""
-    return os.getenv(DISABLE_ENV, "0").strip().lower() not in ("1", "true", "yes", "on")
-
-
-if enabled() and not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
+if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
     sys.meta_path.insert(0, _PostImportFinder())

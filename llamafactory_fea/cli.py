@@ -3,6 +3,15 @@ r"""The `llamafactory-fea` command: data conversion and validation, tiny models,
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    r"""An argument parser whose errors are one line naming the option and what it accepts, with exit code 1."""
+
+    def error(self, message: str) -> NoReturn:
+        r"""Print `<command>: error: <message>` (no usage block) and exit 1, as every other bad input does."""
+        self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
@@ -27,8 +36,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from .data.converters import CONVERTERS
+    from .data.files import RecordError
 
-    report = CONVERTERS[args.source].run(args)
+    try:
+        report = CONVERTERS[args.source].run(args)
+    except (RecordError, OSError) as error:  # an unusable input, registry or output folder; nothing was written
+        print(f"error: {error}")
+        return 1
+
     print(report.summary())
     return 0 if report.written else 1
 
@@ -67,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo.tiny_model import ARCHITECTURES
     from .eval.runner import add_eval_arguments
 
-    parser = argparse.ArgumentParser(prog="llamafactory-fea", description=__doc__)
+    parser = OneLineParser(prog="llamafactory-fea", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     tiny = commands.add_parser("make-tiny-model", help="Write a tiny random-weight Qwen-VL model (offline).")

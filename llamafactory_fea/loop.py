@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data.records import DATASET_INFO, atomic_write
+from .data.files import atomic_write
+from .data.records import DATASET_INFO
 from .hparams import split_arg
 from .train.synth.report import read_passes
 

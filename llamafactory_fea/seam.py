@@ -9,6 +9,8 @@ Read `PATCHES` (at the end) when LLaMA-Factory changes: one row per target, with
   Board's training subprocess, Ray workers), which no wrapper command reaches.
 - `run` rows are swapped in for the length of a training run only, by the function named in the row.
 - `read` rows are private names read, each through the one function of this module named in the row.
+With the plugin off (`LLAMAFACTORY_FEA_DISABLE=1`, or a LLaMA-Factory version it was not built for), `OFF_PATCHES`
+is applied instead: stock stages run untouched, and a plugin stage or key is refused in one line saying why.
 A LLaMA Board patch that fails, while applied or while the board is built or used, logs one warning and leaves
 the stock function in place. Top-level imports are the standard library only: the hook imports this module.
 """
@@ -17,7 +19,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, fields
 from functools import cache
 from types import ModuleType
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 SUPPORTED_VERSIONS = ("0.9.5",)
 FORCE_ENV = "LLAMAFACTORY_FEA_FORCE"
+DISABLE_ENV = "LLAMAFACTORY_FEA_DISABLE"
 BOARD_ELEM_PREFIX = "train.fea_"
 
 
@@ -76,6 +79,25 @@ def host_supported() -> bool:
         file=sys.stderr,
     )
     return False
+
+
+def off_reason() -> tuple[str, str] | None:
+    r"""Why the plugin is off in this interpreter and how to switch it back on, or None when it is on.
+
+    It is off when `LLAMAFACTORY_FEA_DISABLE` is 1, true, yes or on, or when LLaMA-Factory's version is refused.
+    """
+    if os.getenv(DISABLE_ENV, "0").strip().lower() in ("1", "true", "yes", "on"):
+        return f"switched off ({DISABLE_ENV}={os.environ[DISABLE_ENV]})", f"unset {DISABLE_ENV}"
+
+    if not host_supported():
+        from llamafactory.extras.env import VERSION
+
+        return (
+            f"off (it supports llamafactory {', '.join(SUPPORTED_VERSIONS)}, found {VERSION})",
+            f"install llamafactory=={SUPPORTED_VERSIONS[-1]} or set {FORCE_ENV}=1",
+        )
+
+    return None
 
 
 # Training: `llamafactory-cli train`, LLaMA Board's training subprocess and Ray workers all call `_training_function`.
@@ -164,6 +186,52 @@ def _training_function(tuner: ModuleType, stock: Callable[[dict[str, Any]], None
 
             stack.enter_context(_train_args_hook(tuner, stage, extensions, config["callbacks"]))
             return stock({**config, "args": args})
+
+    return _training_function
+
+
+def _plugin_refusal(config: dict[str, Any], state: str, fix: str) -> str | None:
+    r"""The one line refusing a plugin stage or plugin key while the plugin is off; None for a stock run."""
+    from llamafactory.hparams import read_args
+
+    from .train.plugin import EXTENSIONS, STAGES, requested_stage
+
+    args = read_args(config.get("args"))
+    stage = requested_stage(args)
+    if stage in STAGES:
+        return f"Stage {stage} is a llamafactory-fea stage and the plugin is {state}: {fix} to train it."
+
+    given = set(args) if isinstance(args, dict) else {arg[2:].split("=", 1)[0] for arg in args if arg[:2] == "--"}
+    host_keys = {field.name for cls in host_train_arguments() for field in fields(cls)}
+    plugin_keys = {field.name for extension in EXTENSIONS.values() for field in fields(extension.load_arguments())}
+    keys = sorted(given & plugin_keys - host_keys)
+    if not keys:
+        return None
+
+    if len(keys) == 1:
+        return f"Key {keys[0]} is a llamafactory-fea key and the plugin is {state}: {fix} to use it, or remove it."
+
+    return f"Keys {', '.join(keys)} are llamafactory-fea keys and the plugin is {state}: {fix} to use them, or remove them."
+
+
+def _switched_off(tuner: ModuleType, stock: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    r"""With the plugin off: the stock `_training_function` with the same config, after refusing plugin stages and keys.
+
+    Where the check itself fails (arguments it cannot read, a broken plugin install), the stock function runs: the
+    guard never stands in a stock run's way.
+    """
+    state, fix = off_reason()
+
+    def _training_function(config: dict[str, Any]) -> None:
+        try:
+            refusal = _plugin_refusal(config, state, fix)
+        except Exception:
+            refusal = None
+
+        if refusal is not None:
+            raise ValueError(refusal)
+
+        return stock(config)
 
     return _training_function
 
@@ -503,7 +571,13 @@ PATCHES: tuple[Patch, ...] = (
         "a plugin stage's run ends with its final reward curves (stock stops polling first)", board=True,
     ),
 )  # fmt: skip
-HOOKED_MODULES = frozenset(patch.module for patch in PATCHES if patch.when == "import")
+OFF_PATCHES: tuple[Patch, ...] = (
+    Patch(
+        "llamafactory.train.tuner", "_training_function", _switched_off,
+        "plugin off: stock stages untouched; a plugin stage or key says the plugin is off, not 'Unknown task'",
+    ),
+)  # fmt: skip
+HOOKED_MODULES = frozenset(patch.module for patch in (*PATCHES, *OFF_PATCHES) if patch.when == "import")
 
 
 class _StockCall:
@@ -610,10 +684,15 @@ def _apply(patch: Patch, module: ModuleType) -> None:
 
 
 def on_import(module: ModuleType) -> None:
-    r"""Apply the `import` rows of a LLaMA-Factory module right after it has been executed."""
-    if not host_supported():
+    r"""Apply the `import` rows of a LLaMA-Factory module right after it has been executed (`OFF_PATCHES` when off)."""
+    if off_reason() is None:
+        for patch in PATCHES:
+            if patch.when == "import" and patch.module == module.__name__:
+                _apply(patch, module)
+
         return
 
-    for patch in PATCHES:
-        if patch.when == "import" and patch.module == module.__name__:
-            _apply(patch, module)
+    for patch in OFF_PATCHES:
+        if patch.module == module.__name__:
+            with suppress(Exception):  # off means the host as it is: a guard that cannot be put in place is left out
+                _apply(patch, module)

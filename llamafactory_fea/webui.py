@@ -293,7 +293,7 @@ def read_trainer_log(output_path: "str | os.PathLike") -> list[dict[str, Any]]:
     r"""The lines of a run's `trainer_log.jsonl` (empty before the first log; a half-written last line is skipped)."""
     from llamafactory.extras.constants import TRAINER_LOG
 
-    from .data.records import json_lines
+    from .data.files import json_lines
 
     path = Path(output_path, TRAINER_LOG)
     return [log for _, log in json_lines(path) if isinstance(log, dict)] if path.is_file() else []

@@ -3,7 +3,7 @@ r"""Demo predictions: a `generated_predictions.jsonl` as LLaMA-Factory writes it
 import json
 from pathlib import Path
 
-from llamafactory_fea.data.records import atomic_write
+from llamafactory_fea.data.files import atomic_write
 from llamafactory_fea.eval.predictions import assistant_turn, dataset_rows
 from llamafactory_fea.fea.aus import EMOTION_PROTOTYPES, format_au
 from llamafactory_fea.fea.emotions import BASIC_EMOTIONS

@@ -1,6 +1,8 @@
 r"""The FEA domain: emotion normalisation, the AU catalogue, the completion parser and the prompts."""
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,25 @@ from llamafactory_fea.fea import (
     try_normalize_emotion,
 )
 from llamafactory_fea.fea.aus import EMOTION_PROTOTYPES, supports_emotion
-from llamafactory_fea.fea.labels import label_aus, label_columns, label_emotion, reference_answer, reference_aus
+from llamafactory_fea.fea.labels import (
+    ANSWER_TAGS,
+    REFERENCE_THINK_TAGS,
+    THINK_TAGS,
+    answer_emotion,
+    answer_text,
+    clean_answer,
+    first_block,
+    label_aus,
+    label_columns,
+    label_emotion,
+    last_block,
+    named_aus,
+    named_emotions,
+    reference_answer,
+    reference_aus,
+    think_text,
+    well_formed,
+)
 
 
 @pytest.mark.parametrize(
@@ -193,3 +213,83 @@ def test_reference_readings_are_the_released_codes():
     assert reference_answer(" Happiness. ") == "happiness"  # no tag: the whole completion
     assert reference_aus("<THINK>(au4) (AU04)</Think><think>(AU15)</think>") == frozenset({"AU4", "AU04"})
     assert reference_aus("(AU4) without a think block") == frozenset()
+
+
+# ---- the regexes the linear readers replace (the released code's and ours before issue 11), kept as oracles ----
+def old_first(pattern: str, text: str, flags: int = 0) -> str | None:
+    match = re.search(pattern, text, re.DOTALL | flags)
+    return match.group(1) if match else None
+
+
+def old_last(pattern: str, text: str) -> str | None:
+    matches = re.findall(pattern, text, re.DOTALL)
+    return matches[-1] if matches else None
+
+
+def old_clean_answer(text: str) -> str:
+    matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    if matches:
+        text = matches[-1]
+    for char in ["\n", "\r"]:
+        text = re.sub(r"(?<=\s)" + re.escape(char), "", text)
+        text = re.sub(r"(?<!\s)" + re.escape(char), " ", text)
+    return text.strip().rstrip(".").lower()
+
+
+def old_reference_aus(text: str) -> frozenset[str]:
+    think = re.search(r"<think>(.*?)</think>", text, re.DOTALL | re.IGNORECASE)
+    return frozenset(f"AU{n}" for n in re.findall(r"AU(\d+)", think.group(1).upper())) if think else frozenset()
+
+
+def old_named_emotions(text: str) -> list[str]:
+    from llamafactory_fea.fea.emotions import SYNONYMS
+
+    return list(dict.fromkeys(SYNONYMS[word] for word in re.findall(r"[a-z]+", text.lower()) if word in SYNONYMS))
+
+
+TAG_PIECES = [
+    "<think>", "</think>", "<answer>", "</answer>", "<THINK>", "</Think>", "<tHiNk>", "<th\u0131nk>", "</thin\u212a>",
+    "<think", "think>", "</", "<answer >", "<", ">", "/", "AU4", "au04", "(AU15)", "AU0012", "AU" + "9" * 8, "AU",
+    "AU 4", "\u0663", "0", "000", "1234567", "sad", "Sadness.", "anger", "happy", " or ", ".", "x",
+    " ", "  ", "\n", "\r", "\r\n", "\t", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "\u00e9", "\U0001f600",
+]  # fmt: skip
+
+
+def tag_soup(rng: random.Random) -> str:
+    return "".join(rng.choice(TAG_PIECES) for _ in range(rng.randint(0, 16)))
+
+
+def test_linear_tag_readers_read_exactly_what_the_regexes_read():
+    rng = random.Random(11)
+    outcomes, emotions = set(), set()
+    for _ in range(6000):
+        text = tag_soup(rng)
+        if rng.random() < 0.3:  # a well-formed frame around the soup, so the format check is true often enough
+            joint = rng.choice(["</think><answer>", "</think>\n <answer>", "</think>\x1c<answer>"])
+            text = "<think>" + text + joint + tag_soup(rng) + rng.choice(["</answer>", "</answer> ", ""])
+
+        think, answer = old_first(r"<think>(.*?)</think>", text), old_last(r"<answer>(.*?)</answer>", text)
+        any_case_think = old_first(r"<think>(.*?)</think>", text, re.IGNORECASE)  # "<th\u0131nk>" is one, to `re`
+        assert first_block(text, THINK_TAGS) == think, text
+        assert first_block(text, REFERENCE_THINK_TAGS) == any_case_think, text
+        assert last_block(text, ANSWER_TAGS) == answer, text
+        assert (think_text(text), answer_text(text)) == (think and think.strip(), answer and answer.strip()), text
+        formatted = re.fullmatch(r"<think>.*?</think>\s*<answer>.*?</answer>", text, re.DOTALL) is not None
+        assert well_formed(text) == formatted, text
+        assert clean_answer(text) == old_clean_answer(text), text
+        assert reference_aus(text) == old_reference_aus(text), text
+        assert named_emotions(text) == old_named_emotions(text), text
+        for part in (text, answer, think):
+            old_emotion = None if not part or len(old_named_emotions(part)) > 1 else try_normalize_emotion(part)
+            assert answer_emotion(part) == old_emotion, part
+            emotions.add(old_emotion)
+            old_aus = (int(d) if len(d) <= 6 else 10**6 for d in re.findall(r"AU(\d+)", part or ""))
+            assert named_aus(part) == frozenset(old_aus), part
+        assert label_aus(text) == frozenset(int(d) for d in re.findall(r"(?i)(?:AU)?\s*0*(\d{1,6})", text)), text
+        parsed = parse_completion(text)
+        assert (parsed.reasoning, parsed.answer) == (think_text(text), answer_text(text)), text
+        assert parsed.well_formed == formatted, text
+        outcomes.add((formatted, think is None, answer is None, any_case_think == think))
+
+    assert len(outcomes) == 10  # every possible mix: formatted, each block there or not, the any-case one the same
+    assert {None, "sadness", "anger", "happiness"} <= emotions

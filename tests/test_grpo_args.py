@@ -1,5 +1,6 @@
 r"""The `grpo` stage's YAML keys: parsing, validation with the key named, and the documentation of every key."""
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def test_defaults_are_the_reference_settings():
     assert (args.loss_type, args.scale_rewards, args.reward_clip) == ("grpo", "group", 10.0)
     assert args.suppress_vision_tokens
     assert not args.use_vllm
+    assert args.reward_nonfinite == "error"
 
 
 def test_lists_numbers_and_booleans_are_coerced():
@@ -53,6 +55,7 @@ BAD_VALUES = [
     ("reward_funcs", 3),
     ("reward_weights", "1,x,2"),
     ("reward_clip", 0),
+    ("reward_nonfinite", "ignore"),
     ("au_frequency_weighting", "inverse"),
     ("num_generations", 1),
     ("num_generations", "abc"),
@@ -98,6 +101,25 @@ def test_bad_values_are_refused_with_the_key_named(key: str, value):
 def test_every_key_has_a_bad_value_case():
     checked = {key for key, _ in BAD_VALUES}
     assert {f.name for f in fields(GRPOArguments)} - checked == {"vllm_server_base_url"}
+
+
+NOT_A_REWARD = 42  # `tests.test_grpo_args.NOT_A_REWARD`: importable, not callable
+
+
+@pytest.mark.parametrize(
+    ("reward_funcs", "message"),
+    [
+        ("fea_format,fea_emotoin", "Unknown reward 'fea_emotoin'"),
+        ("fea_format,no_such_package.rewards.mine", "Cannot import the reward 'no_such_package.rewards.mine'"),
+        ("llamafactory_fea.rewards.no_such_reward", "Cannot import the reward"),
+        ("tests.test_grpo_args.NOT_A_REWARD", "'tests.test_grpo_args.NOT_A_REWARD' is not a function"),
+        ("fea_format,fea_emotion,fea_format", "fea_format twice"),
+        ("fea_au_f1,llamafactory_fea.rewards.fea_au_f1", "fea_au_f1 twice"),
+    ],
+)
+def test_rewards_are_resolved_when_the_keys_are_parsed(reward_funcs: str, message: str):
+    with pytest.raises(ArgumentError, match=rf"grpo key `reward_funcs`: .*{re.escape(message)}"):
+        GRPOArguments(reward_funcs=reward_funcs)
 
 
 def test_cross_key_checks():

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from llamafactory_fea.data.records import FEARecord, register_dataset, write_jsonl
+from llamafactory_fea.data.files import write_jsonl
+from llamafactory_fea.data.records import FEARecord, register_dataset
 from llamafactory_fea.fea.labels import extract_labels
 from llamafactory_fea.rewards import au_frequency_weights
 from llamafactory_fea.train.grpo.args import GRPOArguments
@@ -142,3 +143,52 @@ def test_missing_image_names_the_dataset_and_record(tiny_model: Path, tmp_path: 
     register_dataset(tmp_path, "faces", "faces.jsonl")
     with pytest.raises(ValueError, match=rf"Dataset faces, record {rows[1]['id']}: image .*gone.png does not exist"):
         load(tiny_model, tmp_path, dataset="faces", dataset_dir=str(tmp_path))
+
+
+def test_corrupt_image_names_the_dataset_record_and_path_at_load_time(tiny_model: Path, tmp_path: Path):
+    rows = [json.loads(line) for line in (DATA_REGISTRY / "demo" / "fea_demo.jsonl").read_text().splitlines()[:4]]
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image at all")
+    for row in rows:
+        row["images"] = [str(DATA_REGISTRY / row["images"][0])]
+    rows[2]["images"] = ["corrupt.png"]  # relative to the dataset folder
+    del rows[3]["id"]
+    rows[3]["images"] = [str(tmp_path)]  # a folder
+    write_jsonl(tmp_path / "faces.jsonl", rows[:3])
+    write_jsonl(tmp_path / "folder.jsonl", rows[3:])
+    register_dataset(tmp_path, "faces", "faces.jsonl")
+    register_dataset(tmp_path, "folder", "folder.jsonl")
+    with pytest.raises(
+        ValueError,
+        match=rf"Dataset faces, record {rows[2]['id']}: image .*corrupt.png cannot be read "
+        r"as an image \(UnidentifiedImageError: .*\)\. Replace the file or remove the record\.",
+    ):
+        load(tiny_model, tmp_path, dataset="faces", dataset_dir=str(tmp_path), preprocessing_num_workers=2)
+    with pytest.raises(ValueError, match=r"Dataset folder, record at row 0 \(no id\): image .* is not a file"):
+        load(tiny_model, tmp_path, dataset="folder", dataset_dir=str(tmp_path))
+
+
+def test_a_dataset_without_any_label_the_rewards_read_is_refused(tiny_model: Path, tmp_path: Path):
+    data_dir = tmp_path / "text"
+    rows = [{"instruction": "How does a smile look?", "input": "", "output": "Happy, I think."}] * 3
+    write_jsonl(data_dir / "text.jsonl", rows)
+    (data_dir / "dataset_info.json").write_text(json.dumps({"text": {"file_name": "text.jsonl"}}))
+    kwargs = dict(dataset="text", dataset_dir=str(data_dir))
+    with pytest.raises(
+        ValueError,
+        match=r"Dataset text: none of its 3 rows has a label that the rewards fea_emotion \(emotion\), fea_au_f1 "
+        r"\(aus\) read.*choose rewards that read no label \(fea_format, fea_strict_format, fea_consistency\)",
+    ):
+        load(tiny_model, tmp_path, **kwargs)
+    with pytest.raises(ValueError, match=r"the rewards fea_strict_au_f1 \(aus\) read"):
+        load(tiny_model, tmp_path, GRPOArguments(reward_funcs="fea_format,fea_strict_au_f1"), **kwargs)
+
+    assert (
+        len(
+            load(tiny_model, tmp_path, GRPOArguments(reward_funcs="fea_format,fea_consistency"), **kwargs)[
+                "train_dataset"
+            ]
+        )
+        == 3
+    )
+    user = GRPOArguments(reward_funcs="fea_emotion,tests.test_grpo_trainer.user_reward")  # what it reads is unknown
+    assert len(load(tiny_model, tmp_path, user, **kwargs)["train_dataset"]) == 3

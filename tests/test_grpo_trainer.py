@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from llamafactory_fea.rewards import fea_emotion, fea_format
+from llamafactory_fea.rewards import fea_format
 from llamafactory_fea.seam import use_grpo_log_callback
 from llamafactory_fea.train.grpo.args import GRPOArguments
 from llamafactory_fea.train.grpo.rollout import check_vllm, generation_kwargs, vision_tokens
-from llamafactory_fea.train.grpo.trainer import clip_reward_sums, fea_metrics
+from llamafactory_fea.train.grpo.trainer import RewardChecks, clip_reward_sums, fea_metrics
 from llamafactory_fea.train.grpo.workflow import build_grpo_config, load_reward_funcs
 
 from .conftest import DATA_REGISTRY
@@ -50,7 +50,7 @@ def train_args(tiny_model: Path, tmp_path: Path, **overrides):
 def test_grpo_config_carries_llamafactory_and_grpo_keys(tiny_model: Path, tmp_path: Path):
     model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path, disable_shuffling=True)
     grpo_args = GRPOArguments(num_generations=4, beta=0.0, temperature=0.7, loss_type="dapo")
-    config = build_grpo_config(None, model_args, training_args, finetuning_args, grpo_args, {"suppress_tokens": [5]})
+    config = build_grpo_config(model_args, training_args, finetuning_args, grpo_args, {"suppress_tokens": [5]})
     assert (config.learning_rate, config.per_device_train_batch_size, config.gradient_accumulation_steps) == (
         3e-5,
         2,
@@ -72,7 +72,13 @@ def test_every_grpo_key_trl_knows_reaches_grpo_config(tiny_model: Path, tmp_path
     from trl import GRPOConfig
 
     own = {f.name for f in fields(GRPOArguments)} - {f.name for f in fields(GRPOConfig)}
-    assert own == {"reward_funcs", "reward_clip", "au_frequency_weighting", "suppress_vision_tokens"}  # the README's
+    assert own == {  # the README's
+        "reward_funcs",
+        "reward_clip",
+        "reward_nonfinite",
+        "au_frequency_weighting",
+        "suppress_vision_tokens",
+    }
     model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path)
     grpo_args = GRPOArguments(
         num_generations=4,
@@ -84,7 +90,7 @@ def test_every_grpo_key_trl_knows_reaches_grpo_config(tiny_model: Path, tmp_path
         mask_truncated_completions=True,
         log_completions=True,
     )
-    config = build_grpo_config(None, model_args, training_args, finetuning_args, grpo_args, None)
+    config = build_grpo_config(model_args, training_args, finetuning_args, grpo_args, None)
     for key in (
         "reward_weights",
         "top_k",
@@ -99,16 +105,14 @@ def test_every_grpo_key_trl_knows_reaches_grpo_config(tiny_model: Path, tmp_path
 
 def test_reference_model_dtype_for_full_tuning(tiny_model: Path, tmp_path: Path):
     model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path, finetuning_type="full")
-    config = build_grpo_config(
-        None, model_args, training_args, finetuning_args, GRPOArguments(num_generations=4), None
-    )
+    config = build_grpo_config(model_args, training_args, finetuning_args, GRPOArguments(num_generations=4), None)
     assert config.model_init_kwargs["dtype"] == model_args.compute_dtype
 
 
 def test_batch_must_hold_whole_groups(tiny_model: Path, tmp_path: Path):
     model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path)
     with pytest.raises(ValueError, match=r"\(4 completions\).*`num_generations` \(8\)"):
-        build_grpo_config(None, model_args, training_args, finetuning_args, GRPOArguments(), None)
+        build_grpo_config(model_args, training_args, finetuning_args, GRPOArguments(), None)
 
 
 def test_vision_tokens_are_suppressed_in_generate_and_banned_in_vllm(tokenizer):
@@ -166,11 +170,91 @@ def test_fea_metrics_ignore_the_reward_choice():
     assert math.isnan(rows[1][3])
 
 
-def test_weighted_rewards_keep_their_names():
-    funcs = load_reward_funcs(GRPOArguments(au_frequency_weighting="balanced"))
+def test_checked_and_weighted_rewards_keep_their_names():
+    funcs = load_reward_funcs(GRPOArguments(au_frequency_weighting="balanced"), RewardChecks())
     assert [func.__name__ for func in funcs] == ["fea_format", "fea_emotion", "fea_au_f1"]
     assert funcs[0](["x"], au_weight=[2.0]) == fea_format(["x"])
-    assert load_reward_funcs(GRPOArguments())[1] is fea_emotion
+    checked = load_reward_funcs(GRPOArguments(), RewardChecks())[1]
+    assert checked.__name__ == "fea_emotion"
+    assert checked(completions=["<answer>sadness</answer>"], emotion=["sadness"]) == [1.0]
+
+
+def test_batch_sizes_are_checked_before_the_dataset_and_the_model_load(tiny_model: Path, tmp_path: Path, monkeypatch):
+    from llamafactory_fea.train.grpo import workflow
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("loaded before the batch sizes were checked")
+
+    monkeypatch.setattr(workflow, "get_grpo_dataset", too_late)
+    monkeypatch.setattr(workflow, "load_model", too_late)
+    model_args, data_args, training_args, finetuning_args, generating_args = train_args(tiny_model, tmp_path)
+    for grpo_args, message in [
+        (GRPOArguments(), r"\(4 completions\).*`num_generations` \(8\)"),
+        (GRPOArguments(num_generations=3, generation_batch_size=3), r"generation_batch_size \(3\) must be divisible"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            workflow.run_grpo(model_args, data_args, training_args, finetuning_args, generating_args, grpo_args)
+
+
+def user_reward(completions, **kwargs):
+    r"""Stands for a user's reward; each test sets what it returns (`user_reward.output`) or raises."""
+    if isinstance(user_reward.output, Exception):
+        raise user_reward.output
+
+    return user_reward.output
+
+
+BATCH = ["<think>Brows down (AU4).</think><answer>anger</answer>", "<answer>sadness</answer>" + "x" * 500]
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        (
+            ZeroDivisionError("division by zero"),
+            r"Reward tests\.test_grpo_trainer\.user_reward raised ZeroDivisionError: division by zero on a "
+            r"batch of 2 completions \(the first: '<think>Brows down",
+        ),
+        (
+            [1.0],
+            r"Reward tests\.test_grpo_trainer\.user_reward returned 1 values for a batch of 2 completions.*First completion: '<think>",
+        ),
+        ([1.0, 0.0, 1.0], "returned 3 values for a batch of 2 completions"),
+        (0.5, "returned a float, not a list of 2 values"),
+        ({"a": 1.0, "b": 2.0}, "returned a dict, not a list of 2 values"),
+        (
+            [1.0, "high"],
+            r"returned 'high' \(str\) for completion 1 of a batch of 2, not a number or None: '<answer>sad",
+        ),
+        ([1.0, [0.5]], r"returned \[0.5\] \(list\) for completion 1"),
+        ([float("nan"), 1.0], r"returned nan for completion 0 of a batch of 2: '<think>.*`reward_nonfinite: skip`"),
+        ([1.0, float("-inf")], r"returned -inf for completion 1 .*x{100}"),
+        ([1.0, 1e39], r"returned 1e\+39 for completion 1"),  # inf once TRL makes it float32
+    ],
+)
+def test_a_misbehaving_reward_is_named_with_the_batch_and_the_completion(monkeypatch, output, message):
+    monkeypatch.setattr(user_reward, "output", output, raising=False)
+    checked = RewardChecks().wrap(user_reward, "tests.test_grpo_trainer.user_reward")
+    with pytest.raises(ValueError, match=message):
+        checked(prompts=["p", "p"], completions=BATCH, trainer_state=None)
+
+
+def test_well_behaved_outputs_pass_and_nonfinite_values_can_be_skipped(monkeypatch):
+    import numpy as np
+
+    checks = RewardChecks()
+    for output in ([1, None], (0.5, True), np.array([0.25, 1.0]), torch.tensor([0.5, -1.0]), [np.float32(0.5), None]):
+        monkeypatch.setattr(user_reward, "output", output, raising=False)
+        values = checks.wrap(user_reward, "user_reward")(completions=BATCH)
+        assert len(values) == 2
+        assert all(value is None or type(value) is float for value in values)
+
+    skipping = RewardChecks("skip")
+    monkeypatch.setattr(user_reward, "output", [float("nan"), float("inf")], raising=False)
+    assert skipping.wrap(user_reward, "user_reward")(completions=BATCH) == [None, None]
+    monkeypatch.setattr(user_reward, "output", [1e39, 0.5], raising=False)
+    assert skipping.wrap(user_reward, "user_reward")(completions=BATCH) == [None, 0.5]
+    assert skipping.skipped == 3
 
 
 def test_log_callback_writes_every_metric_to_trainer_log(tmp_path: Path):
@@ -195,3 +279,46 @@ def test_log_callback_writes_every_metric_to_trainer_log(tmp_path: Path):
         (2, 0.5, 0.01),
     ]
     assert all(log["loss"] == 0.5 and "percentage" in log for log in logs)
+
+
+def test_the_trainer_logs_skipped_rewards_and_no_nan_reaches_the_advantages(tiny_model: Path, tmp_path: Path):
+    from datasets import Dataset
+    from llamafactory.hparams import FinetuningArguments
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from trl import GRPOConfig
+
+    from llamafactory_fea.train.grpo.trainer import CustomGRPOTrainer
+
+    def broken(completions, **kwargs):
+        return [float("nan"), float("inf"), 1.0, float("nan")]
+
+    checks = RewardChecks("skip")
+    config = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, report_to="none", use_cpu=True
+    )
+    trainer = CustomGRPOTrainer(
+        model=AutoModelForImageTextToText.from_pretrained(tiny_model),
+        reward_funcs=[checks.wrap(broken, "broken"), checks.wrap(fea_format, "fea_format")],
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": ["a", "b"]}),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        finetuning_args=FinetuningArguments(),
+        reward_clip=10.0,
+        reward_checks=checks,
+    )
+    assert trainer.reward_func_names == ["broken", "fea_format"]
+    trainer.model.train()
+    completions = ["<think>x</think><answer>anger</answer>", "anger", "anger", "anger"]
+    inputs = [{"prompt": "a", "emotion": "anger", "aus": [4]}] * 4
+    rewards = trainer._calculate_rewards(inputs, ["a"] * 4, completions, [[1]] * 4)
+    assert not torch.isinf(rewards).any()
+    assert torch.isfinite((rewards * trainer.reward_weights).nansum(dim=1)).all()
+    assert rewards[:, 0].isnan().tolist() == [True, True, False, True]  # left out of the sum, as None is
+    assert rewards[:, 1].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert trainer._metrics["train"]["fea/skipped_rewards"] == [3]
+    trainer._calculate_rewards(inputs, ["a"] * 4, completions, [[1]] * 4)
+    assert trainer._metrics["train"]["fea/skipped_rewards"] == [3, 3]  # a count per step, not a running total
+
+    trainer.reward_funcs[0] = checks.wrap(lambda completions, **kwargs: [1.0] * 3, "tests.short")
+    with pytest.raises(ValueError, match="Reward tests.short returned 3 values for a batch of 4 completions"):
+        trainer._calculate_rewards(inputs, ["a"] * 4, completions, [[1]] * 4)

@@ -18,7 +18,7 @@ from .conftest import DATA_REGISTRY, cli_env, run_cli
 PROBE = (
     "import sys, json; from llamafactory.extras.constants import TRAINING_STAGES; import llamafactory.train.tuner as t; "
     "print(json.dumps({'finders': [type(f).__name__ for f in sys.meta_path], 'stages': TRAINING_STAGES, "
-    "'patched': hasattr(t._training_function, '__wrapped__')}))"
+    "'training_function': t._training_function.__qualname__}))"
 )
 
 
@@ -33,38 +33,110 @@ def test_hook_reaches_a_fresh_interpreter():
     probe = _probe()
     assert "_PostImportFinder" in probe["finders"]
     assert probe["stages"]["GRPO"] == "grpo"
-    assert probe["patched"]
+    assert probe["training_function"].startswith("_training_function.")
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES"])
 def test_environment_variable_switches_the_plugin_off(value: str):
     probe = _probe(LLAMAFACTORY_FEA_DISABLE=value)
-    assert "_PostImportFinder" not in probe["finders"]
     assert "grpo" not in probe["stages"].values()
-    assert not probe["patched"]
+    assert probe["training_function"].startswith("_switched_off.")  # only the guard naming plugin stages and keys
 
 
-def test_unsupported_llamafactory_version_is_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+SWITCHED_OFF_PROBE = """
+import json, sys
+import llamafactory.train.tuner as t
+
+ran = []
+t.run_sft = lambda *args: ran.append("sft")
+base = {"do_train": True, "model_name_or_path": "tiny", "dataset": "d", "report_to": "none", "output_dir": sys.argv[1]}
+errors = {}
+for name, args in (
+    ("grpo", {**base, "stage": "grpo", "num_generations": 2}),
+    ("key", {**base, "stage": "sft", "synth_callback": True, "synth_callback_dataset": "x"}),
+    ("stock", {**base, "stage": "sft", "temperature": 0.5}),
+):
+    try:
+        t._training_function({"args": args, "callbacks": []})
+    except Exception as err:
+        errors[name] = f"{type(err).__name__}: {err}"
+print(json.dumps({"errors": errors, "ran": ran}))
+"""
+
+
+def test_switched_off_plugin_names_itself_for_a_plugin_stage_or_key(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-c", SWITCHED_OFF_PROBE, str(tmp_path / "out")],
+        env=cli_env(LLAMAFACTORY_FEA_DISABLE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe["errors"]["grpo"] == (
+        "ValueError: Stage grpo is a llamafactory-fea stage and the plugin is switched off "
+        "(LLAMAFACTORY_FEA_DISABLE=1): unset LLAMAFACTORY_FEA_DISABLE to train it."
+    )
+    assert probe["errors"]["key"] == (
+        "ValueError: Keys synth_callback, synth_callback_dataset are llamafactory-fea keys and the plugin is switched "
+        "off (LLAMAFACTORY_FEA_DISABLE=1): unset LLAMAFACTORY_FEA_DISABLE to use them, or remove them."
+    )
+    assert "stock" not in probe["errors"]  # `temperature` is LLaMA-Factory's key too: a stock run goes on
+    assert probe["ran"] == ["sft"]
+
+
+@pytest.fixture
+def fake_tuner() -> tuple[types.ModuleType, list]:
+    r"""A stand-in for LLaMA-Factory's tuner whose stock `_training_function` records the config objects it gets."""
+    calls = []
+    tuner = types.ModuleType("llamafactory.train.tuner")
+    tuner._training_function = calls.append
+    return tuner, calls
+
+
+def test_unsupported_llamafactory_version_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, fake_tuner
+):
     import llamafactory.extras.env
 
     monkeypatch.setattr(llamafactory.extras.env, "VERSION", "0.9.9")
     seam.host_supported.cache_clear()
-    original = lambda config: None
-    tuner = types.ModuleType("llamafactory.train.tuner")
-    tuner._training_function = original
+    tuner, calls = fake_tuner
     constants = types.ModuleType("llamafactory.extras.constants")
     constants.TRAINING_STAGES = {"Supervised Fine-Tuning": "sft"}
     try:
         seam.on_import(tuner)
         seam.on_import(constants)
+        stock_config = {"args": {"stage": "sft", "lora_rank": 8, "top_p": 0.5}, "callbacks": []}
+        tuner._training_function(stock_config)
+        assert calls == [stock_config]
+        assert calls[0] is stock_config  # the stock function, with the very same config
+        for args in ({"stage": "synth"}, ["--stage", "grpo"], {"stage": "sft", "synth_callback_every_n_epochs": 1}):
+            with pytest.raises(ValueError, match=r"llamafactory 0\.9\.5, found 0\.9\.9.*LLAMAFACTORY_FEA_FORCE=1"):
+                tuner._training_function({"args": args, "callbacks": []})
     finally:
         seam.host_supported.cache_clear()
 
-    assert tuner._training_function is original
+    assert len(calls) == 1
     assert constants.TRAINING_STAGES == {"Supervised Fine-Tuning": "sft"}
     message = capsys.readouterr().err
     for expected in ("0.9.9", "llamafactory==0.9.5", "LLAMAFACTORY_FEA_FORCE"):
         assert expected in message
+
+
+def test_switched_off_guard_gives_way_to_the_stock_error_when_it_cannot_read_the_args(
+    monkeypatch: pytest.MonkeyPatch, fake_tuner
+):
+    monkeypatch.setenv("LLAMAFACTORY_FEA_DISABLE", "yes")
+    tuner, calls = fake_tuner
+    seam.on_import(tuner)
+    with pytest.raises(ValueError, match=r"^Stage grpo .* switched off \(LLAMAFACTORY_FEA_DISABLE=yes\)"):
+        tuner._training_function({"args": {"stage": "grpo"}, "callbacks": []})
+
+    broken = {"args": 42, "callbacks": []}  # what read_args cannot read: the stock function says what is wrong
+    tuner._training_function(broken)
+    assert calls == [broken]
 
 
 def test_duplicate_stage_is_refused():

@@ -2,9 +2,12 @@ r"""FEA rewards: the reference semantics (checked against transcriptions of the 
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 import random
 import re
+import subprocess
+import sys
 from functools import cache
 
 import pytest
@@ -25,6 +28,7 @@ from llamafactory_fea.rewards import (
     fea_strict_emotion,
     fea_strict_format,
     get_reward,
+    indel_ratio,
     with_sample_weights,
 )
 
@@ -251,6 +255,43 @@ def test_au_f1_matches_the_released_code_on_fuzzed_completions():
         assert fea_format([completion]) == [ref_format(completion)]
 
 
+def test_indel_ratio_is_the_released_levenshtein_ratio_exactly():
+    rng = random.Random(3)
+    for _ in range(3000):
+        first, second = ("".join(rng.choice("sadnes \u00e9") for _ in range(rng.randint(0, 14))) for _ in range(2))
+        assert indel_ratio(first, second) == ref_levenshtein_ratio(first, second), (first, second)
+
+
+# 1 MB of each tag shape that the regexes read in quadratic time; a CPU limit turns a quadratic hang into a failure
+LINEAR_CHECK = """
+import resource
+resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
+from llamafactory_fea.fea.labels import clean_answer, label_aus
+from llamafactory_fea.fea.parsing import parse_completion
+from llamafactory_fea.rewards import REWARDS
+for unit in ("<think>", "<THINK>", "<answer>", "<think><answer>", "</think> <answer>"):
+    text = ("<think>" if unit.startswith("</") else "") + unit * (2**20 // len(unit))
+    calls = {name: lambda text, f=f: f([text], emotion=["sadness"], aus=[[4, 15]]) for name, f in REWARDS.items()}
+    for name, call in {**calls, "parse_completion": parse_completion, "clean_answer": clean_answer}.items():
+        print(name, "on", repr(unit), "x", 2**20 // len(unit), flush=True)
+        call(text)
+print("label_aus on 'AU' and a megabyte of spaces", flush=True)
+label_aus("AU" + " " * 2**20)
+print("done")
+"""
+
+
+def test_rewards_and_parser_take_linear_time_on_tag_heavy_text():
+    r"""Issue 11: under a second of CPU in all when linear, some 20 minutes per call when quadratic (64 KB took 5 s).
+
+    Not a timed assertion: the 60 s CPU limit only turns a quadratic hang into a failure, far from both outcomes
+    (figures: `bench/bench_parser.py`).
+    """
+    result = subprocess.run([sys.executable, "-c", LINEAR_CHECK], capture_output=True, text=True, timeout=1800)
+    ran = result.stdout.splitlines()
+    assert ran[-1:] == ["done"], f"killed (exit {result.returncode}) during {ran[-1:]}: {result.stderr[-500:]}"
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_no_reward_raises_and_values_stay_in_range(seed: int):
     for completions, emotions, aus in fuzz_batches(seed, 150):
@@ -365,3 +406,18 @@ def test_sample_weights_multiply_every_reward_and_keep_its_name():
     assert weighted([GOOD, GOOD, "x"], au_weight=[2.0, 0.0, 5.0]) == [2.0, 0.0, 0.0]
     assert with_sample_weights(fea_emotion)([GOOD], emotion=[None], au_weight=[3.0]) == [None]
     assert weighted([GOOD]) == [1.0]
+
+
+LABELLED = [name for name in REWARDS if {"emotion", "aus"} & set(inspect.signature(REWARDS[name]).parameters)]
+
+
+@pytest.mark.parametrize("name", LABELLED)
+def test_label_columns_of_another_length_than_the_completions_are_refused(name: str):
+    column = "emotion" if "emotion" in inspect.signature(REWARDS[name]).parameters else "aus"
+    value = "sadness" if column == "emotion" else [4, 15]
+    with pytest.raises(ValueError, match="label column has 1 values for 2 completions"):
+        REWARDS[name]([GOOD, GOOD], **{column: [value]})
+    with pytest.raises(ValueError, match="label column has 3 values for 2 completions"):
+        REWARDS[name]([GOOD, GOOD], **{column: [value] * 3})
+    assert len(REWARDS[name]([GOOD, GOOD], **{column: [value] * 2})) == 2
+    assert len(REWARDS[name]([GOOD, GOOD])) == 2  # a dataset without the column: one None label per completion

@@ -352,7 +352,8 @@ def test_callback_keys_of_the_old_spelling_still_work_with_a_deprecation_warning
 def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_path: Path, face: str):
     from llamafactory.hparams import get_train_args
 
-    from llamafactory_fea.data.records import FEARecord, register_dataset, write_jsonl
+    from llamafactory_fea.data.files import write_jsonl
+    from llamafactory_fea.data.records import FEARecord, register_dataset
     from llamafactory_fea.train.synth.samples import load_samples
 
     Image.open(face).save(tmp_path / "a.png")
@@ -387,6 +388,40 @@ def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_
     assert "contempt" in samples[1].label_space
     assert (samples[2].emotion, samples[2].aus, samples[2].question) == ("sadness", (1, 4, 15), "Q")  # parsed
     assert [s.problem for s in samples] == [None, None, None, "no_labels"]
+
+
+def test_unreadable_images_of_usable_samples_are_refused_at_load_time(tmp_path: Path, face: str):
+    from llamafactory.hparams import get_train_args
+
+    from llamafactory_fea.data.files import write_jsonl
+    from llamafactory_fea.data.records import FEARecord, register_dataset
+    from llamafactory_fea.train.synth.samples import load_samples
+
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rows = [
+        FEARecord("a", face, "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row(),
+        FEARecord("b", "missing.png", "anger", [], None, "demo").to_row(),  # no AU labels: skipped, never opened
+        FEARecord("c", "corrupt.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row(),
+    ]
+    write_jsonl(tmp_path / "set.jsonl", rows)
+    register_dataset(tmp_path, "fea_set", "set.jsonl")
+    args = {
+        "model_name_or_path": "unused",
+        "stage": "sft",
+        "dataset": "fea_set",
+        "dataset_dir": str(tmp_path),
+        "output_dir": str(tmp_path / "out"),
+        "template": "qwen2_vl",
+        "preprocessing_num_workers": 2,
+    }
+    model_args, data_args, training_args, _, _ = get_train_args(args)
+    with pytest.raises(ValueError, match=r"Dataset fea_set, record c: image .*corrupt.png cannot be read as an image"):
+        load_samples(data_args.dataset, model_args, data_args, training_args)
+
+    rows[2] = FEARecord("c", "gone.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row()
+    write_jsonl(tmp_path / "set.jsonl", rows)
+    with pytest.raises(ValueError, match=r"Dataset fea_set, record c: image .*gone.png does not exist"):
+        load_samples(data_args.dataset, model_args, data_args, training_args)
 
 
 def test_model_chain_follows_llamafactorys_adapter_rules():

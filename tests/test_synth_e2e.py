@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llamafactory_fea.data.records import FEARecord, register_dataset, write_jsonl
+from llamafactory_fea.data.files import write_jsonl
+from llamafactory_fea.data.records import FEARecord, register_dataset
 from llamafactory_fea.train.synth.job import Journal
 
 from .conftest import BIN, EXAMPLES, ROOT, cli_env, run_cli

@@ -1,49 +1,16 @@
-r"""FEA records as LLaMA-Factory sharegpt rows with `emotion` and `aus` label columns; atomic writes; registration."""
+r"""FEA records as LLaMA-Factory sharegpt rows with `emotion` and `aus` label columns, and the dataset registry."""
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..fea.prompts import FEAPrompts
+from .files import RecordError, atomic_write, check_folder, read_text
 
 
 DATASET_INFO = "dataset_info.json"
-
-
-class RecordError(ValueError):
-    r"""A bad input record; the message names the file, the line or record, and the fix."""
-
-    def __init__(self, source: str, where: "int | str | None", reason: str) -> None:
-        self.source, self.where, self.reason = source, where, reason
-        location = f"{source}:{where}" if where is not None else source
-        super().__init__(f"{location}: {reason}")
-
-
-def record_error(source: str, line: int | None, record_id: Any, reason: str) -> RecordError:
-    r"""A `RecordError` located as `file:line:id` (the id is left out when the record has none)."""
-    named = isinstance(record_id, (str, int)) and not isinstance(record_id, bool) and record_id != ""
-    where = f"{line}:{record_id}" if named else line
-    return RecordError(source, where, reason)
-
-
-def json_lines(path: "str | Path") -> Iterator[tuple[int, Any]]:
-    r"""Yield (line number, value) for each non-blank line of a JSONL file; a broken line's value is its `RecordError`.
-
-    The one JSONL reader of the package: callers decide whether a broken line stops them, is reported or is skipped.
-    """
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-
-            try:
-                yield line, json.loads(text)
-            except json.JSONDecodeError as error:
-                yield line, record_error(str(path), line, None, f"broken JSON ({error}): fix the line.")
 
 
 @dataclass
@@ -91,33 +58,38 @@ def dataset_info_entry(file_name: str) -> dict[str, Any]:
     }
 
 
-def atomic_write(path: "str | Path", data: str | bytes) -> None:
-    r"""Write a text or binary file atomically (temporary file in the same folder, flushed to disk, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def read_dataset_info(dataset_dir: "str | Path") -> dict[str, Any]:
+    r"""The registry `dataset_dir/dataset_info.json` ({} when there is none); `RecordError` when it cannot be used."""
+    dataset_dir = Path(dataset_dir)
+    check_folder(dataset_dir, "give a folder as the dataset folder (--dataset-dir)")
+    path = dataset_dir / DATASET_INFO
+    if not path.exists():
+        return {}
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        info = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise RecordError(
+            str(path), error.lineno, f"broken JSON ({error.msg}): repair it, or move it away to start a new registry."
+        ) from None
+
+    if not isinstance(info, dict):
+        raise RecordError(
+            str(path), None, f"expected a JSON object of dataset entries, got {type(info).__name__}: repair it."
+        )
+
+    return info
 
 
-def write_jsonl(path: "str | Path", rows: Iterable[dict[str, Any]]) -> int:
-    r"""Write rows as JSON lines atomically; return how many were written."""
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    atomic_write(path, "".join(f"{line}\n" for line in lines))
-    return len(lines)
+def registry_text(dataset_dir: "str | Path", entries: Mapping[str, dict[str, Any]]) -> str:
+    r"""The text of `dataset_dir/dataset_info.json` with `entries` added or replaced (checked by `read_dataset_info`)."""
+    info = read_dataset_info(dataset_dir)
+    info.update(entries)
+    return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
 
 
 def register_dataset(dataset_dir: "str | Path", name: str, file_name: str) -> Path:
     r"""Add or update a dataset's entry in `dataset_dir/dataset_info.json` atomically; return the file's path."""
     info_path = Path(dataset_dir) / DATASET_INFO
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-    info[name] = dataset_info_entry(file_name)
-    atomic_write(info_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(info_path, registry_text(dataset_dir, {name: dataset_info_entry(file_name)}))
     return info_path

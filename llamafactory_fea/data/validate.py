@@ -1,7 +1,6 @@
 r"""Validate registered FEA datasets row by row; converters run the same checks on every row they write."""
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,8 @@ from PIL import Image
 from ..fea.aus import AU_CATALOGUE, format_au
 from ..fea.emotions import EMOTIONS
 from ..fea.parsing import parse_completion
-from .records import DATASET_INFO, RecordError, json_lines, record_error
+from .files import RecordError, json_lines, record_error
+from .records import DATASET_INFO, read_dataset_info
 
 
 IMAGE_TOKEN = "<image>"
@@ -180,14 +180,17 @@ def validate_file(dataset: str, path: Path, checker: RowChecker) -> FileReport:
 def validate_datasets(
     dataset_dir: "str | Path", datasets: list[str], media_dir: "str | Path | None" = None
 ) -> list[FileReport]:
-    r"""Validate registered datasets of `dataset_dir/dataset_info.json`; ids must be unique across all of them."""
+    r"""Validate registered datasets of `dataset_dir/dataset_info.json`; ids must be unique across all of them.
+
+    Raises `RecordError` when the registry cannot be read.
+    """
     dataset_dir = Path(dataset_dir)
     info_path = dataset_dir / DATASET_INFO
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info = read_dataset_info(dataset_dir)
     checker = RowChecker(Path(media_dir) if media_dir is not None else dataset_dir)
     reports = []
     for dataset in datasets:
-        if dataset not in info or "file_name" not in info[dataset]:
+        if not isinstance(info.get(dataset), dict) or not isinstance(info[dataset].get("file_name"), str):
             report = FileReport(dataset, str(info_path))
             known = ", ".join(sorted(info)) or "none"
             report.problems.append(
@@ -211,8 +214,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    r"""Print each file's counts and every fault; return 1 if any fault was found, else 0."""
-    reports = validate_datasets(args.dataset_dir, args.dataset, args.media_dir)
+    r"""Print each file's counts and every fault; return 1 if any fault was found (or the registry is unusable), else 0."""
+    try:
+        reports = validate_datasets(args.dataset_dir, args.dataset, args.media_dir)
+    except RecordError as error:
+        print(f"error: {error}")
+        return 1
+
     for report in reports:
         print(report.summary())
 

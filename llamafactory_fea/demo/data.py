@@ -5,7 +5,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..data.records import FEARecord, register_dataset, write_jsonl
+from ..data.files import write_jsonl
+from ..data.records import FEARecord, register_dataset
 from ..fea.aus import format_au
 
 

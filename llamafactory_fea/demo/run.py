@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.records import json_lines
+from ..data.files import json_lines
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,11 +1,11 @@
 r"""Predictions to score: LLaMA-Factory's `generated_predictions.jsonl` joined with its dataset, or labelled JSONL."""
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.records import DATASET_INFO, RecordError, json_lines
+from ..data.files import RecordError, json_lines
+from ..data.records import DATASET_INFO, read_dataset_info
 from ..fea.aus import UnknownAUError
 from ..fea.emotions import UnknownEmotionError
 from ..fea.labels import label_aus, label_columns, label_emotion, think_text
@@ -46,7 +46,7 @@ class JoinInfo:
 def read_jsonl(path: "str | Path") -> list[tuple[int, dict[str, Any]]]:
     r"""(line number, object) for each non-empty line, raising `RecordError` on a broken line or a non-object."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RecordError(str(path), None, "file not found.")
 
     rows = []
@@ -101,11 +101,11 @@ def _sample(index: int, record_id: str, completion: str, gold: dict[str, Any], s
 def dataset_rows(dataset_dir: "str | Path", dataset: str) -> tuple[Path, list[tuple[int, dict[str, Any]]]]:
     r"""The rows of a dataset registered in `dataset_dir/dataset_info.json` (a local JSONL file)."""
     info_path = Path(dataset_dir) / DATASET_INFO
+    info = read_dataset_info(dataset_dir)
     if not info_path.is_file():
         raise RecordError(str(info_path), None, "no dataset_info.json: give the --dataset-dir of the predict run.")
 
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    if dataset not in info or "file_name" not in info[dataset]:
+    if not isinstance(info.get(dataset), dict) or not isinstance(info[dataset].get("file_name"), str):
         raise RecordError(str(info_path), None, f"dataset {dataset!r} is not registered (known: {', '.join(info)}).")
 
     path = Path(dataset_dir) / info[dataset]["file_name"]

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data.records import atomic_write
+from ..data.files import atomic_write
 from .benchmarks import BENCHMARKS, TABLES
 
 

@@ -10,6 +10,8 @@ from .benchmarks import BENCHMARKS, benchmark_for
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     r"""The options of `llamafactory-fea eval` (cheap: imports nothing heavy)."""
+    from ..data.converters.base import number_option
+
     parser.add_argument(
         "predictions",
         help="LLaMA-Factory's generated_predictions.jsonl (with --dataset) or JSONL lines with their own labels.",
@@ -17,7 +19,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-dir", default="data_registry", help="Folder with dataset_info.json (the run's).")
     parser.add_argument("--dataset", default=None, help="The registered eval_dataset the predictions were made on.")
     parser.add_argument(
-        "--max-samples", type=int, default=None, help="The predict run's max_samples (joins the first N rows)."
+        "--max-samples",
+        type=number_option(int, 1),
+        default=None,
+        help="The predict run's max_samples (joins the first N rows).",
     )
     parser.add_argument(
         "--benchmark",
@@ -26,12 +31,21 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="Which benchmark's label space, AU set and paper numbers to use (default: from --dataset, else generic).",
     )
     parser.add_argument("--output-dir", required=True, help="Where metrics.json, report.md and the PNGs go.")
-    parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (e.g. http://host/v1) to judge.")
+    parser.add_argument(
+        "--judge-url", default=None, help="OpenAI-compatible base URL (e.g. https://host/v1) to judge."
+    )
     parser.add_argument("--judge-model", default=None, help="The judge model name (needed with --judge-url).")
     parser.add_argument(
         "--judge-key-env", default="OPENAI_API_KEY", help="Environment variable holding the judge's API key."
     )
-    parser.add_argument("--judge-timeout", type=float, default=60.0, help="Seconds per judge request.")
+    parser.add_argument(
+        "--judge-timeout", type=number_option(float, 1), default=60.0, help="Seconds per judge request (>= 1)."
+    )
+    parser.add_argument(
+        "--judge-allow-http",
+        action="store_true",
+        help="Allow a plain http:// --judge-url on another machine (the key then crosses the network unencrypted).",
+    )
 
 
 def evaluate(
@@ -92,7 +106,7 @@ def score_predictions(
     judge_config: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     r"""Load and join the predictions, score them and write the reports; raises `RecordError` on bad input."""
-    from ..data.records import write_jsonl
+    from ..data.files import write_jsonl
     from .predictions import load_samples
     from .report import write_reports
 
@@ -107,20 +121,32 @@ def score_predictions(
 
 def run_eval(args: argparse.Namespace) -> int:
     r"""`llamafactory-fea eval`: score, print the report and where it is. Exit 1 on bad input."""
-    from ..data.records import RecordError
-    from .judge import JudgeConfig
+    from ..data.files import RecordError, check_folder
+    from .judge import JudgeConfig, JudgeError
     from .report import markdown
 
     if bool(args.judge_url) != bool(args.judge_model):
         print("error: give --judge-url and --judge-model together.")
         return 1
 
-    judge_config = (
-        JudgeConfig(args.judge_url, args.judge_model, args.judge_key_env, args.judge_timeout)
-        if args.judge_url
-        else None
-    )
+    try:  # before any scoring: the judge may be slow and paid
+        check_folder(args.output_dir, "give --output-dir a folder")
+    except RecordError as error:
+        print(f"error: {error}")
+        return 1
+
     try:
+        judge_config = (
+            JudgeConfig(
+                args.judge_url,
+                args.judge_model,
+                args.judge_key_env,
+                args.judge_timeout,
+                allow_http=args.judge_allow_http,
+            )
+            if args.judge_url
+            else None
+        )
         results, paths = score_predictions(
             args.predictions,
             args.output_dir,
@@ -130,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
             args.benchmark,
             judge_config,
         )
-    except RecordError as error:
+    except (RecordError, JudgeError) as error:
         print(f"error: {error}")
         return 1
 

@@ -1,7 +1,9 @@
 r"""What an FEA label is and where it comes from: the tags of a completion, emotion and AU labels, their columns.
 
-The one module that reads a tag or a label. The tag patterns serve the parser (`parsing.py`) and the readings of the
-released Facial-R1 code (`open_r1/grpo_jsonl.py`), kept exactly so the reference rewards grade what it grades.
+The one module that reads a tag or a label. The tag readers serve the parser (`parsing.py`) and the readings of the
+released Facial-R1 code (`open_r1/grpo_jsonl.py`), kept exactly so the reference rewards grade what it grades. They
+read in linear time: the released regexes (`<think>(.*?)</think>` and the like) backtrack quadratically on text with
+many opening tags and no closing one, and eval and synthesis parse arbitrary text (tests hold the regexes as oracles).
 `label_emotion` and `label_aus` say what a label value is: lenient for rewards handed raw user columns, strict (raising
 `UnknownEmotionError`/`UnknownAUError`) for evaluation. `extract_labels` finds a row's labels in its columns, under
 their aliases, or else in its reference answer; LLaMA-Factory's converters call it once, when a row is loaded.
@@ -14,18 +16,55 @@ from .aus import parse_au
 from .emotions import EMOTIONS, SYNONYMS, normalize_emotion, try_normalize_emotion
 
 
-FORMAT_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)  # the reference's format check
-THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-TAG_PATTERN = re.compile(r"</?(think|answer)>")
-REFERENCE_THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)  # the reference's AU block
+THINK_TAGS = (re.compile("<think>"), re.compile("</think>"))
+ANSWER_TAGS = (re.compile("<answer>"), re.compile("</answer>"))
+REFERENCE_THINK_TAGS = (re.compile("<think>", re.IGNORECASE), re.compile("</think>", re.IGNORECASE))  # its AU block
+FORMAT_JOINT = re.compile(r"</think>\s*<answer>")  # where the reference's format wants the think block to end
+TAG_PATTERN = re.compile(r"</?(?:think|answer)>")
 AU_PATTERN = re.compile(r"AU(\d+)")  # an AU named in reasoning
-LABEL_AU_PATTERN = re.compile(r"(?i)(?:AU)?\s*0*(\d{1,6})")  # an AU in a label value: 4, "AU4", "au04"
+LABEL_AU_PATTERN = re.compile(r"0*(\d{1,6})")  # an AU in a label value, 4, "AU4", "au04": its digits, zeros dropped
 MAX_AU_DIGITS = 6  # longer digit runs are not AUs (and `int` refuses very long ones)
 OUT_OF_RANGE_AU = 10**MAX_AU_DIGITS
 
 EMOTION_COLUMNS: tuple[str, ...] = ("emotion", "label", "labels")  # FEA-20K keeps `labels: ["Sadness"]`
 AUS_COLUMNS: tuple[str, ...] = ("aus", "AUs")
+
+
+def first_block(text: str, tags: tuple[re.Pattern, re.Pattern]) -> str | None:
+    r"""What `re.search(open + "(.*?)" + close, text, re.DOTALL)` captures, in linear time.
+
+    >>> first_block("<think>a</think><think>b</think>", THINK_TAGS), first_block("<think>a", THINK_TAGS)
+    ('a', None)
+    """
+    opening = tags[0].search(text)  # if the first opening tag has no closing tag after it, no later one has
+    closing = tags[1].search(text, opening.end()) if opening else None
+    return text[opening.end() : closing.start()] if closing else None
+
+
+def last_block(text: str, tags: tuple[re.Pattern, re.Pattern]) -> str | None:
+    r"""What `re.findall(open + "(.*?)" + close, text, re.DOTALL)[-1]` captures (None for no match), in linear time.
+
+    >>> last_block("<answer>a<answer>b</answer>c</answer>", ANSWER_TAGS)
+    'a<answer>b'
+    """
+    block, position = None, 0
+    while (opening := tags[0].search(text, position)) and (closing := tags[1].search(text, opening.end())):
+        block, position = (opening.end(), closing.start()), closing.end()
+
+    return text[block[0] : block[1]] if block else None
+
+
+def well_formed(text: str) -> bool:
+    r"""The reference's format check, `<think>.*?</think>\s*<answer>.*?</answer>` matching the whole text, in linear time.
+
+    >>> well_formed("<think>a</think>\n<answer>b</answer>"), well_formed("<think>a</think><answer>b</answer>.")
+    (True, False)
+    """
+    if not text.startswith("<think>") or not text.endswith("</answer>"):
+        return False
+
+    joint = FORMAT_JOINT.search(text, len("<think>"))  # the first joint is the one to try: a later one ends later
+    return joint is not None and joint.end() <= len(text) - len("</answer>")
 
 
 def think_text(text: str | None) -> str | None:
@@ -34,14 +73,14 @@ def think_text(text: str | None) -> str | None:
     >>> think_text("<think> Brows down (AU4). </think><answer>anger</answer>")
     'Brows down (AU4).'
     """
-    think = THINK_PATTERN.search(text or "")
-    return think.group(1).strip() if think else None
+    think = first_block(text or "", THINK_TAGS)
+    return None if think is None else think.strip()
 
 
 def answer_text(text: str | None) -> str | None:
     r"""The answer: the last `<answer>` block, stripped; None without one."""
-    answers = ANSWER_PATTERN.findall(text or "")
-    return answers[-1].strip() if answers else None
+    answer = last_block(text or "", ANSWER_TAGS)
+    return None if answer is None else answer.strip()
 
 
 def named_aus(reasoning: str | None) -> frozenset[int]:
@@ -50,7 +89,7 @@ def named_aus(reasoning: str | None) -> frozenset[int]:
     >>> sorted(named_aus("Brows pulled together (AU4), lips down (AU15); au12 is not named."))
     [4, 15]
     """
-    numbers = AU_PATTERN.findall(reasoning or "")
+    numbers = set(AU_PATTERN.findall(reasoning or ""))
     return frozenset(int(digits) if len(digits) <= MAX_AU_DIGITS else OUT_OF_RANGE_AU for digits in numbers)
 
 
@@ -60,7 +99,8 @@ def named_emotions(text: str) -> list[str]:
     >>> named_emotions("Sad, or maybe angry; sadness.")
     ['sadness', 'anger']
     """
-    return list(dict.fromkeys(SYNONYMS[word] for word in re.findall(r"[a-z]+", text.lower()) if word in SYNONYMS))
+    words = dict.fromkeys(re.findall(r"[a-z]+", text.lower()))  # each word once, in order: a long text repeats them
+    return list(dict.fromkeys(SYNONYMS[word] for word in words if word in SYNONYMS))
 
 
 def answer_emotion(answer: str | None) -> str | None:
@@ -69,10 +109,7 @@ def answer_emotion(answer: str | None) -> str | None:
     >>> answer_emotion("Sad"), answer_emotion("sad or angry"), answer_emotion("")
     ('sadness', None, None)
     """
-    if not answer or len(named_emotions(answer)) > 1:
-        return None
-
-    return try_normalize_emotion(answer)
+    return try_normalize_emotion(answer) if answer else None  # one word: a hedge ("sad or angry") is none
 
 
 def clean_answer(text: str) -> str:
@@ -81,13 +118,13 @@ def clean_answer(text: str) -> str:
     >>> clean_answer("<answer>Sadness.</answer>")
     'sadness'
     """
-    answers = ANSWER_PATTERN.findall(text)
-    if answers:
-        text = answers[-1]
+    answer = last_block(text, ANSWER_TAGS)
+    if answer is not None:
+        text = answer
 
-    for char in ("\n", "\r"):
-        text = re.sub(r"(?<=\s)" + re.escape(char), "", text)
-        text = re.sub(r"(?<!\s)" + re.escape(char), " ", text)
+    for char in ("\n", "\r"):  # its `(?<=\s)` + char and `(?<!\s)` + char, char first: the engine skips to each break
+        text = re.sub(re.escape(char) + r"(?<=\s" + re.escape(char) + ")", "", text)
+        text = re.sub(re.escape(char) + r"(?<!\s" + re.escape(char) + ")", " ", text)
 
     return text.strip().rstrip(".").lower()
 
@@ -108,8 +145,11 @@ def reference_aus(text: str) -> frozenset[str]:
     >>> sorted(reference_aus("<think>brows down (au4), AU04 and AU15</think>"))
     ['AU04', 'AU15', 'AU4']
     """
-    think = REFERENCE_THINK_PATTERN.search(text)
-    return frozenset(f"AU{digits}" for digits in AU_PATTERN.findall(think.group(1).upper())) if think else frozenset()
+    think = first_block(text, REFERENCE_THINK_TAGS)
+    if think is None:
+        return frozenset()
+
+    return frozenset(f"AU{digits}" for digits in AU_PATTERN.findall(think.upper()))
 
 
 def label_emotion(value: Any, strict: bool = False, label_space: tuple[str, ...] = EMOTIONS) -> str | None:

@@ -8,13 +8,13 @@ from .aus import AU_CATALOGUE
 from .emotions import EMOTIONS
 from .labels import (
     AU_PATTERN,
-    FORMAT_PATTERN,
     TAG_PATTERN,
     answer_emotion,
     answer_text,
     named_aus,
     named_emotions,
     think_text,
+    well_formed,
 )
 
 
@@ -80,7 +80,7 @@ def completion_text(completion: Any) -> str:
 
 def _tag_problems(text: str) -> list[str]:
     r"""Return the structural faults of the tags: missing, repeated, nested, misordered or surrounded by text."""
-    tags = [match.group(0) for match in TAG_PATTERN.finditer(text)]
+    tags = TAG_PATTERN.findall(text)
     problems = []
     for name in ("think", "answer"):
         opened, closed = tags.count(f"<{name}>"), tags.count(f"</{name}>")
@@ -161,7 +161,7 @@ def parse_completion(completion: Any) -> ParsedCompletion:
         answer=answer,
         emotion=answer_emotion(answer),
         aus=aus,
-        well_formed=FORMAT_PATTERN.fullmatch(text) is not None,
+        well_formed=well_formed(text),
         structured=not tag_problems,
         problems=tuple(problems),
     )

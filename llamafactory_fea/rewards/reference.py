@@ -8,7 +8,7 @@ the paper, holes included (an empty answer, "A or B", a bare AU list: see `stric
 from collections.abc import Callable
 from typing import Any
 
-from ..fea.labels import FORMAT_PATTERN, clean_answer, label_aus, reference_answer, reference_aus
+from ..fea.labels import clean_answer, label_aus, reference_answer, reference_aus, well_formed
 from ..fea.parsing import completion_text
 from .registry import label_column, register_reward
 
@@ -29,24 +29,25 @@ def au_f1(predicted: frozenset, labelled: frozenset) -> float:
 def indel_ratio(first: str, second: str) -> float:
     r"""`Levenshtein.ratio`: 1 - indel distance / total length = 2 * LCS / total length (1.0 for two empty strings).
 
+    The LCS costs at most (shorter length)^2 `str.find` calls, so a label against a megabyte answer is cheap.
+
     >>> indel_ratio("sad", "sadness")
     0.6
     """
     if not first and not second:
         return 1.0
 
-    if len(first) < len(second):
-        first, second = second, first
+    short, long = sorted((first, second), key=len)
+    ends = [0]  # ends[k]: the shortest prefix of `long` with a subsequence of length k in common with `short` so far
+    for char in short:
+        for length in range(len(ends), 0, -1):  # longest first, so each reads the ends before this character
+            end = long.find(char, ends[length - 1]) + 1
+            if end and length == len(ends):
+                ends.append(end)
+            elif end and end < ends[length]:
+                ends[length] = end
 
-    previous = [0] * (len(second) + 1)
-    for char in first:
-        current = [0]
-        for j, other in enumerate(second):
-            current.append(previous[j] + 1 if char == other else max(previous[j + 1], current[j]))
-
-        previous = current
-
-    return 2 * previous[-1] / (len(first) + len(second))
+    return 2 * (len(ends) - 1) / (len(first) + len(second))
 
 
 def _grade_answers(
@@ -71,7 +72,7 @@ def fea_format(completions: list[Any], **kwargs) -> list[float | None]:
     >>> fea_format(["<think>(AU12)</think><answer>happiness</answer>", "happiness"])
     [1.0, 0.0]
     """
-    return [1.0 if FORMAT_PATTERN.fullmatch(completion_text(c)) else 0.0 for c in completions]
+    return [1.0 if well_formed(completion_text(c)) else 0.0 for c in completions]
 
 
 @register_reward("fea_emotion", 0.0, 1.0)

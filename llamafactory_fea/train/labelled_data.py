@@ -13,6 +13,7 @@ synthesis load registered datasets through them with LLaMA-Factory's own loader 
 """
 
 import json
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,32 @@ class LabelMixin:
 def decode_labels(example: dict[str, Any]) -> dict[str, Any]:
     r"""The labels, `solution`, `id` and `dataset` a label-keeping converter wrote into an aligned example."""
     return json.loads(example[LABELS_COLUMN])
+
+
+def check_image(dataset: str, record: Any, position: int, path: str) -> None:
+    r"""Refuse an image that is missing or does not open (its header and size are read, nothing is decoded).
+
+    The error names the dataset, the record (its `id`, else its row) and the path, and says how to fix it.
+    """
+    from PIL import Image
+
+    record = record if record is not None else f"at row {position} (no id)"
+    where = f"Dataset {dataset}, record {record}: image {path}"
+    if not os.path.isfile(path):
+        problem = "is not a file" if os.path.exists(path) else "does not exist"
+        raise ValueError(
+            f"{where} {problem}. Fix its path (relative paths are read from `media_dir`, by default `dataset_dir`) "
+            "or remove the record."
+        )
+
+    try:
+        with Image.open(path) as image:
+            if not image.width or not image.height:
+                raise ValueError(f"its size is {image.width}x{image.height}")
+    except Exception as err:  # PIL raises many kinds for a corrupt file
+        raise ValueError(
+            f"{where} cannot be read as an image ({type(err).__name__}: {err}). Replace the file or remove the record."
+        ) from None
 
 
 @dataclass

@@ -1,14 +1,15 @@
 r"""AffectNet: `Manually_Annotated_file_lists/{training,validation}.csv` (or the `*_set/annotations/*_exp.npy` release)."""
 
 import argparse
-import csv
 from pathlib import Path
 
-from ..records import FEARecord, RecordError
+from ..files import RecordError
+from ..records import FEARecord
 from .base import (
     BenchmarkReport,
     add_common_arguments,
     check_image,
+    csv_records,
     image_reference,
     make_converter,
     question,
@@ -70,31 +71,28 @@ def _read_csv(args: argparse.Namespace, root: Path, report: BenchmarkReport, spl
     list_file = require(root / "Manually_Annotated_file_lists" / CSV_FILES[split], f"AffectNet {split} list", NAME)
     images_dir = Path(args.images_dir) if args.images_dir else root / "Manually_Annotated_Images"
     dataset_dir, prompt, records = Path(args.dataset_dir), question(NAME), []
-    with open(list_file, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"subDirectory_filePath", "expression"} - set(reader.fieldnames or ())
-        if missing:
-            raise RecordError(str(list_file), 1, f"missing columns {sorted(missing)}; is this an AffectNet list?")
+    columns = ("subDirectory_filePath", "expression")
+    for where, row in csv_records(list_file, columns, "is this an AffectNet list?"):
+        report.read += 1
+        try:
+            if isinstance(row, RecordError):
+                raise row
 
-        for row in reader:
-            report.read += 1
-            where = reader.line_num
-            try:
-                relative = (row["subDirectory_filePath"] or "").strip()
-                if not relative:
-                    raise RecordError(str(list_file), where, "empty subDirectory_filePath.")
+            relative = row.get("subDirectory_filePath", "").strip()
+            if not relative:
+                raise RecordError(str(list_file), where, "empty subDirectory_filePath.")
 
-                emotion = _label(row["expression"] or "", str(list_file), where, report, args.classes)
-                if emotion is None:
-                    continue
-
-                image = images_dir / relative
-                check_image(image, str(list_file), where, args.verify_images)
-            except RecordError as error:
-                report.reject(error)
+            emotion = _label(row.get("expression", ""), str(list_file), where, report, args.classes)
+            if emotion is None:
                 continue
 
-            records.append(_record(image, emotion, Path(relative).with_suffix("").as_posix(), dataset_dir, prompt))
+            image = images_dir / relative
+            check_image(image, str(list_file), where, args.verify_images)
+        except RecordError as error:
+            report.reject(error)
+            continue
+
+        records.append(_record(image, emotion, Path(relative).with_suffix("").as_posix(), dataset_dir, prompt))
 
     return records
 
@@ -103,7 +101,7 @@ def _read_npy(args: argparse.Namespace, root: Path, report: BenchmarkReport, spl
     r"""Read one folder of the numpy release: `images/<n>.jpg` with `annotations/<n>_exp.npy`."""
     import numpy as np
 
-    folder = require(root / NPY_FOLDERS[split], f"AffectNet {NPY_FOLDERS[split]} folder", NAME)
+    folder = require(root / NPY_FOLDERS[split], f"AffectNet {NPY_FOLDERS[split]} folder", NAME, folder=True)
     dataset_dir, prompt, records = Path(args.dataset_dir), question(NAME), []
     for annotation in sorted((folder / "annotations").glob("*_exp.npy")):
         report.read += 1

@@ -1,10 +1,12 @@
 r"""The converter registry and what every converter shares: its report, record and image checks, splits, outputs."""
 
 import argparse
+import csv
 import hashlib
 import io
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,8 @@ from ...fea.aus import UnknownAUError, parse_au
 from ...fea.emotions import LABEL_SPACES
 from ...fea.prompts import FEAPrompts
 from ...registry import Registry
-from ..records import FEARecord, RecordError, atomic_write, register_dataset, write_jsonl
+from ..files import RecordError, atomic_write, jsonl, text_lines, write_files
+from ..records import DATASET_INFO, FEARecord, dataset_info_entry, read_dataset_info, registry_text
 from ..validate import image_problem
 
 
@@ -21,9 +24,18 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 
+SHOWN_REJECTIONS = 20  # the summary prints this many rejections; the full list goes to REJECTED_FILE
+REJECTED_FILE = "rejected.txt"
+
+
 @dataclass
 class ConversionReport:
-    r"""What a conversion did: records read, written per split, and each rejected record with its reason."""
+    r"""What a conversion did: records read, written per split, and each rejected record with its reason.
+
+    Every record read is counted once: written, rejected, or (`BenchmarkReport`) excluded by a documented rule. A
+    piece of input that holds no readable record (a broken line, an unusable file) counts as one record read and
+    rejected.
+    """
 
     source: str
     read: int = 0
@@ -31,20 +43,31 @@ class ConversionReport:
     rejected: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why nothing (or a split) was written
+    rejected_file: Path | None = None  # the full list of rejections, when the summary shows only the first ones
 
     def reject(self, error: Exception) -> None:
         r"""Record a rejected input with its reason (the error names file, line and fix)."""
         self.rejected.append(str(error))
+
+    def reject_input(self, error: Exception) -> None:
+        r"""Count a piece of input that holds no readable record (a broken line, an unusable file) as read and rejected."""
+        self.read += 1
+        self.reject(error)
 
     def reasons(self) -> Counter:
         r"""Rejections counted by reason (the text after the location)."""
         return Counter(message.split(": ", 1)[-1].split(":")[0] for message in self.rejected)
 
     def summary(self) -> str:
-        r"""A few lines for people: counts, every rejected record, the registered datasets, then the notes."""
+        r"""A few lines for people: counts, the first rejected records, the registered datasets, then the notes."""
         written = ", ".join(f"{split} {count}" for split, count in self.written.items()) or "none"
         lines = [f"{self.source}: read {self.read}, written {written}, rejected {len(self.rejected)}."]
-        lines += [f"  rejected {message}" for message in self.rejected]
+        lines += [f"  rejected {message}" for message in self.rejected[:SHOWN_REJECTIONS]]
+        hidden = len(self.rejected) - SHOWN_REJECTIONS
+        if hidden > 0:
+            listed = f": every one is listed in {self.rejected_file}" if self.rejected_file else "."
+            lines.append(f"  ... and {hidden} more rejected{listed}")
+
         if self.registered:
             lines.append(f"  registered datasets: {', '.join(self.registered)}")
 
@@ -79,6 +102,7 @@ class BenchmarkReport(ConversionReport):
 
     excluded: Counter = field(default_factory=Counter)
     dropped_aus: Counter = field(default_factory=Counter)
+    images: dict[str, bytes] = field(default_factory=dict, repr=False)  # encoded images to write with the splits
 
     def exclude(self, reason: str) -> None:
         r"""Count a record left out by the dataset's documented rule (not an error), e.g. AffectNet's 'non-face'."""
@@ -114,11 +138,44 @@ def image_reference(path: Path, dataset_dir: Path) -> str:
         return path.as_posix()
 
 
-def save_png_atomic(image: "PILImage", path: Path) -> None:
-    r"""Save a PNG atomically (`atomic_write` of the encoded bytes)."""
+def png_bytes(image: "PILImage") -> bytes:
+    r"""The image encoded as PNG (converters that make images keep them in `BenchmarkReport.images`)."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def csv_lines(path: "str | Path") -> Iterator[tuple[int, "list[str] | RecordError"]]:
+    r"""Yield (line number, fields) for each non-blank line of a UTF-8 CSV file with one record per line.
+
+    Every benchmark's lists keep a record on one line, so a line that is not UTF-8 is that record's `RecordError`.
+    """
+    for line, text in text_lines(path):
+        if isinstance(text, RecordError):
+            yield line, text
+        elif text.strip():
+            yield line, next(csv.reader([text]))
+
+
+def csv_records(
+    path: "str | Path", columns: Iterable[str], hint: str
+) -> Iterator[tuple[int, "dict[str, str] | RecordError"]]:
+    r"""Yield (line number, row by header name) for each record of a CSV file whose header holds `columns`.
+
+    Header names are stripped (Kaggle writes ' Usage'); a missing column or an unreadable header raises `RecordError`.
+    """
+    lines = csv_lines(path)
+    number, header = next(lines, (1, []))
+    if isinstance(header, RecordError):
+        raise header
+
+    header = [name.strip() for name in header]
+    missing = set(columns) - set(header)
+    if missing:
+        raise RecordError(str(path), number, f"missing columns {sorted(missing)}; {hint}")
+
+    for line, fields in lines:
+        yield line, fields if isinstance(fields, RecordError) else dict(zip(header, fields))
 
 
 def parse_au_labels(
@@ -162,6 +219,42 @@ def au_list_option(value: str, allowed: Iterable[int], hint: str) -> tuple[int, 
     return aus
 
 
+def number_option(kind: type = int, low: float = 0, high: float | None = None) -> Callable[[str], float]:
+    r"""An argparse type for a whole number (`int`) or a finite number (`float`) from `low` to `high`."""
+    words = "a whole number" if kind is int else "a number"
+    span = f">= {low}" if high is None else f"from {low} to {high}"
+
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = math.nan
+
+        if not (math.isfinite(number) and low <= number and (high is None or number <= high)):
+            raise argparse.ArgumentTypeError(f"{value} is not {words} {span}.")
+
+        return number
+
+    return parse
+
+
+def pattern_option(**fields: Any) -> Callable[[str], str]:
+    r"""An argparse type for a path pattern that must format with these fields, e.g. `{subject}/{frame:04d}.png`."""
+    names = ", ".join(f"{{{name}}}" for name in fields)
+
+    def parse(value: str) -> str:
+        try:
+            value.format(**fields)
+        except KeyError as error:
+            raise argparse.ArgumentTypeError(f"unknown field {{{error.args[0]}}}: the fields are {names}.") from None
+        except (AttributeError, IndexError, ValueError) as error:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a valid pattern ({error}): use {names}.") from None
+
+        return value
+
+    return parse
+
+
 def hash_split(key: str, test_fraction: float, seed: int = 0) -> str:
     r"""A deterministic split for datasets without an official one: 'test' for about `test_fraction` of keys."""
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
@@ -182,7 +275,8 @@ def write_splits(
 ) -> BenchmarkReport:
     r"""Refuse duplicate ids; unless a record was rejected, write `<source>/<split>.jsonl` and register `<source>_<split>`.
 
-    As for FEA-20K, a rejected record stops the writing (previous outputs stay) unless `allow_rejects` is given.
+    As for FEA-20K, a rejected record stops the writing (previous outputs stay) unless `allow_rejects` is given. The
+    images a converter made (`report.images`) are written with the splits, those of written rows only.
     """
     seen: dict[str, str] = {}
     for split, records in splits.items():
@@ -198,7 +292,19 @@ def write_splits(
         records[:] = kept
 
     rows = {split: [record.to_row() for record in records] for split, records in splits.items()}
-    return write_outputs(source, dataset_dir, rows, report, allow_rejects)
+    used = {image for split_rows in rows.values() for row in split_rows for image in row["images"]}
+    images = {dataset_dir / path: data for path, data in report.images.items() if path in used}
+    return write_outputs(source, dataset_dir, rows, report, allow_rejects, images)
+
+
+def write_rejection_list(folder: Path, report: ConversionReport) -> None:
+    r"""Write every rejection to `folder/rejected.txt` when the summary cannot show them all; else remove an old list."""
+    path = folder / REJECTED_FILE
+    if len(report.rejected) > SHOWN_REJECTIONS:
+        atomic_write(path, "".join(f"{message}\n" for message in report.rejected))
+        report.rejected_file = path
+    elif path.is_file():  # left by an earlier run: it would describe other inputs
+        path.unlink()
 
 
 def write_outputs(
@@ -207,12 +313,15 @@ def write_outputs(
     outputs: dict[str, list[dict[str, Any]]],
     report: ConversionReport,
     allow_rejects: bool = False,
+    files: dict[Path, bytes] | None = None,
 ) -> ConversionReport:
     r"""Unless a record was rejected (and not `allow_rejects`), write `<source>/<split>.jsonl` and register `<source>_<split>`.
 
-    Each file is written atomically; a split without rows keeps its previous output. Why nothing was written goes to
-    the report's notes.
+    All or nothing (`records.write_files`): `files` (images), then the split files, then `dataset_info.json`. A split
+    without rows keeps its previous output. Why nothing was written goes to the report's notes; a long rejection list
+    to `<dataset_dir>/<source>/rejected.txt`.
     """
+    write_rejection_list(dataset_dir / source, report)
     if report.rejected and not allow_rejects:
         report.notes.append("Nothing written: fix the records above, or pass --allow-rejects to write the good ones.")
         return report
@@ -221,6 +330,7 @@ def write_outputs(
         report.notes.append("Nothing written: no record could be converted.")
         return report
 
+    staged, entries = dict(files or {}), {}
     for split, rows in outputs.items():
         if not rows:
             report.notes.append(
@@ -228,11 +338,14 @@ def write_outputs(
             )
             continue
 
-        name, file_name = f"{source}_{split}", f"{source}/{split}.jsonl"
-        report.written[split] = write_jsonl(dataset_dir / file_name, rows)
-        register_dataset(dataset_dir, name, file_name)
-        report.registered.append(name)
+        file_name = f"{source}/{split}.jsonl"
+        staged[dataset_dir / file_name] = jsonl(rows)
+        entries[f"{source}_{split}"] = dataset_info_entry(file_name)
 
+    staged[dataset_dir / DATASET_INFO] = registry_text(dataset_dir, entries)
+    write_files(staged)
+    report.written = {split: len(rows) for split, rows in outputs.items() if rows}
+    report.registered = list(entries)
     return report
 
 
@@ -261,24 +374,27 @@ def make_converter(
     add_arguments: Callable[[argparse.ArgumentParser], None],
     convert: Callable[[argparse.Namespace, BenchmarkReport], dict[str, list[FEARecord]]],
 ) -> Converter:
-    r"""Register a benchmark converter whose `convert` reads records; this wrapper writes, registers and reports."""
+    r"""Register a benchmark converter whose `convert` reads records; this wrapper writes, registers and reports.
+
+    An input that stops the whole conversion (missing layout, unusable registry) raises `RecordError`.
+    """
 
     def run(args: argparse.Namespace) -> ConversionReport:
+        read_dataset_info(args.dataset_dir)  # a registry that cannot be updated stops the run before any input is read
         report = BenchmarkReport(source=name)
-        try:
-            splits = convert(args, report)
-        except (RecordError, FileNotFoundError, NotADirectoryError) as error:
-            report.notes.append(f"failed: {error}")
-            return report
-
+        splits = convert(args, report)
         return write_splits(name, Path(args.dataset_dir), splits, report, args.allow_rejects)
 
     return register_converter(Converter(name=name, help=help, add_arguments=add_arguments, run=run))
 
 
-def require(path: Path, what: str, source: str) -> Path:
-    r"""Return `path` if it exists, else raise `RecordError` saying which file of the layout is missing."""
+def require(path: Path, what: str, source: str, folder: bool = False) -> Path:
+    r"""Return `path` if it is a file (or with `folder` a folder), else raise `RecordError` saying what is wrong."""
     if not path.exists():
         raise RecordError(source, None, f"{what} not found at {path}; see docs/benchmarks.md for the layout.")
+
+    if path.is_dir() != folder:
+        kind, other = ("a folder", "a file") if folder else ("a file", "a folder")
+        raise RecordError(source, None, f"{what} at {path} is {other}, not {kind}; see docs/benchmarks.md.")
 
     return path

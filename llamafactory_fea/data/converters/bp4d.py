@@ -1,17 +1,21 @@
 r"""BP4D: AU occurrence CSVs `AUCoding/AU_OCC/<subject>_<task>.csv` (frame, then 0/1/9 per AU) + the 2D frames."""
 
 import argparse
-import csv
+from itertools import islice
 from pathlib import Path
 
-from ..records import FEARecord, RecordError
+from ..files import RecordError
+from ..records import FEARecord
 from .base import (
     BenchmarkReport,
     add_common_arguments,
     au_list_option,
     check_image,
+    csv_lines,
     image_reference,
     make_converter,
+    number_option,
+    pattern_option,
     question,
     require,
 )
@@ -64,34 +68,37 @@ def _columns(header: list[str], path: Path, wanted: tuple[int, ...] | None) -> d
 def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list[FEARecord]]:
     r"""One record per coded frame (every `--stride`-th); a frame with an unknown (9) AU is excluded or read as 0."""
     root = Path(args.source_dir)
-    occ_dir = require(root / "AUCoding" / "AU_OCC", "AUCoding/AU_OCC/", NAME)
-    frames_dir = require(Path(args.frames_dir) if args.frames_dir else root / "BP4D-training", "the frames", NAME)
+    occ_dir = require(root / "AUCoding" / "AU_OCC", "AUCoding/AU_OCC/", NAME, folder=True)
+    frames_dir = Path(args.frames_dir) if args.frames_dir else root / "BP4D-training"
+    frames_dir = require(frames_dir, "the frames", NAME, folder=True)
     held_out = {s.strip() for s in args.test_subjects.split(",")} if args.test_subjects else set(PARTS[3 - args.fold])
     dataset_dir, prompt = Path(args.dataset_dir), question(NAME)
     splits: dict[str, list[FEARecord]] = {"train": [], "test": []}
     for path in sorted(occ_dir.glob("*.csv")):
         subject, _, task = path.stem.partition("_")
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-
+        lines = csv_lines(path)
         try:
-            if not task or not rows:
+            _, header = next(lines, (None, None))
+            if isinstance(header, RecordError):
+                raise header
+
+            if not task or header is None:
                 raise RecordError(str(path), None, "expected a non-empty <subject>_<task>.csv.")
 
-            columns = _columns(rows[0], path, args.aus)
-        except RecordError as error:
-            report.reject(error)
+            columns = _columns(header, path, args.aus)
+        except RecordError as error:  # no row of the file can be read: the file counts as one rejected input
+            report.reject_input(error)
             continue
 
-        for number, row in list(enumerate(rows, start=1))[1 :: args.stride]:
-            if not row:
-                continue
-
+        for number, values in islice(lines, 0, None, args.stride):
             report.read += 1
             try:
-                values = [field.strip() for field in row]
-                if not values[0].isdigit() or len(values) < len(rows[0]):
-                    raise RecordError(str(path), number, f"expected a frame number and {len(rows[0]) - 1} codes.")
+                if isinstance(values, RecordError):
+                    raise values
+
+                values = [field.strip() for field in values]
+                if not values[0].isdigit() or len(values) < len(header):
+                    raise RecordError(str(path), number, f"expected a frame number and {len(header) - 1} codes.")
 
                 codes = {au: values[index] for au, index in columns.items()}
                 bad = [au for au, code in codes.items() if code not in ("0", "1", str(UNKNOWN))]
@@ -130,6 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames-dir", default=None, help="Frame folder (default: <source>/BP4D-training).")
     parser.add_argument(
         "--frame-pattern",
+        type=pattern_option(subject="F001", task="T1", frame=1),
         default="{subject}/{task}/{frame}.jpg",
         help="Frame path under --frames-dir; fields {subject}, {task}, {frame} (e.g. {frame:04d}).",
     )
@@ -139,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fold", type=int, choices=(1, 2, 3), default=1, help="3-fold subject split: test part.")
     parser.add_argument("--test-subjects", default=None, help="Comma list of held-out subjects (overrides --fold).")
-    parser.add_argument("--stride", type=int, default=1, help="Keep every n-th coded frame.")
+    parser.add_argument("--stride", type=number_option(int, 1), default=1, help="Keep every n-th coded frame.")
 
 
 make_converter(NAME, "BP4D AU occurrence (12 benchmark AUs) on the 2D frames.", add_arguments, convert)

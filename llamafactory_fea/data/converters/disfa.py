@@ -3,7 +3,8 @@ r"""DISFA: per-subject AU intensity files `ActionUnit_Labels/SN001/SN001_au1.txt
 import argparse
 from pathlib import Path
 
-from ..records import FEARecord, RecordError
+from ..files import RecordError, text_lines
+from ..records import FEARecord
 from .base import (
     BenchmarkReport,
     add_common_arguments,
@@ -11,6 +12,8 @@ from .base import (
     check_image,
     image_reference,
     make_converter,
+    number_option,
+    pattern_option,
     question,
     require,
 )
@@ -35,20 +38,34 @@ def test_subjects(args: argparse.Namespace) -> set[str]:
     return set(PARTS[3 - args.fold])
 
 
-def read_intensities(path: Path) -> dict[int, int]:
-    r"""Frame number -> intensity 0-5 from one `SN001_auN.txt`, raising `RecordError` on a malformed line."""
-    intensities = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+def read_intensities(path: Path, report: BenchmarkReport) -> tuple[dict[int, int], dict[int, RecordError]]:
+    r"""Frame number -> intensity 0-5 from one `SN001_auN.txt`, and frame -> the error of a malformed line for it.
+
+    A malformed line that names no frame is rejected here; a missing file raises `RecordError`.
+    """
+    intensities: dict[int, int] = {}
+    errors: dict[int, RecordError] = {}
+    for number, line in text_lines(path):
+        if isinstance(line, RecordError):
+            report.reject_input(line)
+            continue
+
         if not line.strip():
             continue
 
         fields = [field.strip() for field in line.split(",")]
         if len(fields) != 2 or not all(field.isdigit() for field in fields) or not 0 <= int(fields[1]) <= 5:
-            raise RecordError(str(path), number, f"expected 'frame,intensity 0-5', got {line!r}.")
+            error = RecordError(str(path), number, f"expected 'frame,intensity 0-5', got {line!r}.")
+            if fields[0].isdigit():  # the frame is known: it is rejected with this line's error
+                errors.setdefault(int(fields[0]), error)
+            else:
+                report.reject_input(error)
+
+            continue
 
         intensities[int(fields[0])] = int(fields[1])
 
-    return intensities
+    return intensities, errors
 
 
 def parse_aus(value: str) -> tuple[int, ...]:
@@ -65,26 +82,31 @@ def parse_aus(value: str) -> tuple[int, ...]:
 def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list[FEARecord]]:
     r"""One record per labelled frame (every `--stride`-th); an AU is active at intensity >= `--au-threshold`."""
     root = Path(args.source_dir)
-    labels_dir = require(root / "ActionUnit_Labels", "ActionUnit_Labels/", NAME)
-    frames_dir = require(Path(args.frames_dir), "the extracted frame folder (--frames-dir)", NAME)
+    labels_dir = require(root / "ActionUnit_Labels", "ActionUnit_Labels/", NAME, folder=True)
+    frames_dir = require(Path(args.frames_dir), "the extracted frame folder (--frames-dir)", NAME, folder=True)
     dataset_dir, prompt, held_out = Path(args.dataset_dir), question(NAME), test_subjects(args)
     splits: dict[str, list[FEARecord]] = {"train": [], "test": []}
     for subject_dir in sorted(path for path in labels_dir.iterdir() if path.is_dir()):
         subject = subject_dir.name
-        try:
-            intensities = {au: read_intensities(subject_dir / f"{subject}_au{au}.txt") for au in args.aus}
-        except FileNotFoundError as error:
-            report.reject(RecordError(str(subject_dir), None, f"missing AU file {Path(error.filename).name}."))
-            continue
-        except RecordError as error:
-            report.reject(error)
+        paths = {au: subject_dir / f"{subject}_au{au}.txt" for au in args.aus}
+        missing = [path.name for path in paths.values() if not path.is_file()]
+        if missing:  # no frame of the subject can be labelled: the subject counts as one rejected input
+            reason = f"missing AU file {missing[0]}: every AU of --aus needs its file."
+            report.reject_input(RecordError(str(subject_dir), None, reason))
             continue
 
-        frames = sorted(set().union(*(set(values) for values in intensities.values())))
+        files = {au: read_intensities(path, report) for au, path in paths.items()}
+        intensities = {au: values for au, (values, _) in files.items()}
+        errors = {au: line_errors for au, (_, line_errors) in files.items()}
+        frames = sorted(set().union(*(set(values) | set(errors[au]) for au, values in intensities.items())))
         for frame in frames[:: args.stride]:
             report.read += 1
             where = f"{subject} frame {frame}"
             try:
+                broken = [errors[au][frame] for au in args.aus if frame in errors[au]]
+                if broken:
+                    raise broken[0]
+
                 missing = [au for au in args.aus if frame not in intensities[au]]
                 if missing:
                     raise RecordError(str(subject_dir), where, f"no intensity for AU{missing[0]} at this frame.")
@@ -117,14 +139,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames-dir", required=True, help="Folder of frames you extracted from the videos.")
     parser.add_argument(
         "--frame-pattern",
+        type=pattern_option(subject="SN001", frame=1, frame0=0),
         default="{subject}/{frame}.png",
         help="Frame path under --frames-dir; fields {subject}, {frame} (1-based, as in the labels), {frame0} (0-based).",
     )
-    parser.add_argument("--au-threshold", type=int, default=2, help="An AU is active at intensity >= this (0-5).")
+    parser.add_argument(
+        "--au-threshold", type=number_option(int, 1, 5), default=2, help="An AU is active at intensity >= this (1-5)."
+    )
     parser.add_argument("--aus", type=parse_aus, default=BENCHMARK_AUS, help="'benchmark' (8 AUs), 'all' or 1,2,4.")
     parser.add_argument("--fold", type=int, choices=(1, 2, 3), default=1, help="3-fold subject split: test part.")
     parser.add_argument("--test-subjects", default=None, help="Comma list of held-out subjects (overrides --fold).")
-    parser.add_argument("--stride", type=int, default=1, help="Keep every n-th labelled frame.")
+    parser.add_argument("--stride", type=number_option(int, 1), default=1, help="Keep every n-th labelled frame.")
 
 
 make_converter(NAME, "DISFA AU intensities (active at >= 2) on extracted frames.", add_arguments, convert)

@@ -8,7 +8,8 @@ from typing import Any
 
 from ...fea.emotions import normalize_emotion
 from ...fea.labels import AU_PATTERN, named_emotions
-from ..records import FEARecord, RecordError
+from ..files import RecordError, read_text
+from ..records import FEARecord
 from .base import (
     BenchmarkReport,
     add_common_arguments,
@@ -88,7 +89,7 @@ def find_image(root: Path, split_folder: str, image: str) -> Path:
 def _load(path: Path) -> list[Any]:
     r"""A JSON list of annotations, raising `RecordError` on bad JSON."""
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise RecordError(str(path), error.lineno, f"broken JSON: {error.msg}.") from None
 
@@ -99,7 +100,11 @@ def _load(path: Path) -> list[Any]:
 
 
 def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list[FEARecord]]:
-    r"""Merge the AU and emotion annotations of each image into one record (keyed by `id`, else the image path)."""
+    r"""Merge the AU and emotion annotations of each image into one record (keyed by `id`, else the image path).
+
+    A record is an image: one with a bad annotation is rejected whole; an annotation that names no image is rejected
+    as one input.
+    """
     root = Path(args.source_dir)
     dataset_dir, prompt = Path(args.dataset_dir), question(NAME)
     splits: dict[str, list[FEARecord]] = {}
@@ -111,31 +116,41 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
 
         for task, path in paths.items():
             if not path.is_file():
-                report.exclude(f"{split}: no {path.name} (only the other task's annotations)")
+                report.notes.append(f"{split}: no {path.name}, only the other task's annotations.")
                 continue
 
             for index, entry in enumerate(_load(path)):
-                report.read += 1
                 where = index + 1  # the record's position in the list
-                try:
-                    if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-                        raise RecordError(str(path), where, "expected an object with an 'image' path.")
+                if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                    report.reject_input(RecordError(str(path), where, "expected an object with an 'image' path."))
+                    continue
 
-                    text = reference_text(entry)
-                    key = str(entry.get("id") or Path(entry["image"]).with_suffix("").as_posix())
-                    item = merged.setdefault(key, {"image": entry["image"], "source": str(path), "where": where})
+                key = str(entry.get("id") or Path(entry["image"]).with_suffix("").as_posix())
+                item = merged.setdefault(
+                    key, {"image": entry["image"], "source": str(path), "where": where, "errors": []}
+                )
+                try:
                     if task in item:
                         raise RecordError(str(path), where, f"duplicate {task} annotation for {key!r}.")
 
+                    text = reference_text(entry)
                     if task == "au":
                         item["au"] = (aus_of(entry, text, str(path), where, report), text)
                     else:
                         item["emotion"] = (emotion_of(entry, text, args.infer_emotion, str(path), where), text)
                 except RecordError as error:
-                    report.reject(error)
+                    item["errors"].append(error)
 
         records = []
         for key, item in merged.items():
+            report.read += 1
+            if item["errors"]:
+                first, *others = item["errors"]
+                report.reject(
+                    RecordError(first.source, first.where, "".join([first.reason, *(f" Also {e}" for e in others)]))
+                )
+                continue
+
             if args.require_both and not {"au", "emotion"} <= set(item):
                 report.exclude(f"{split}: only one of the AU / emotion annotations (--require-both)")
                 continue

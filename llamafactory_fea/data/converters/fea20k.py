@@ -13,9 +13,10 @@ from typing import Any
 from ...fea.aus import parse_au
 from ...fea.emotions import LABEL_SPACES, normalize_emotion
 from ...fea.prompts import FEAPrompts
-from ..records import FEARecord, RecordError, json_lines, record_error
+from ..files import RecordError, json_lines, record_error
+from ..records import FEARecord, read_dataset_info
 from ..validate import IMAGE_TOKEN, RowChecker
-from .base import ConversionReport, Converter, register_converter, write_outputs
+from .base import DEFAULT_DATASET_DIR, ConversionReport, Converter, register_converter, write_outputs
 
 
 NAME = "fea20k"
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fea20k_test (files fea20k/train.jsonl, fea20k/test.jsonl). Every rejected record is printed with its "
         "file, line, id and fix. Exit status: 0 when every record was converted; 1 when any record was rejected "
         "(then nothing is written and previous outputs stay as they were) unless --allow-rejects is given, which "
-        "writes the good records and exits 0; 1 when nothing could be written."
+        "writes the good records and exits 0; 1 when nothing could be written. All files are written together or "
+        "none; past 20 rejections the full list goes to <dataset-dir>/fea20k/rejected.txt."
     )
     parser.add_argument("--train", default=None, help="FEA-20K train annotations (JSONL).")
     parser.add_argument("--test", default=None, help="FEA-20K test annotations (JSONL).")
@@ -49,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Folder the records' relative image paths start from (default: their file's).",
     )
-    parser.add_argument("--dataset-dir", default="data_registry", help="Folder with dataset_info.json to write into.")
+    parser.add_argument(
+        "--dataset-dir", default=DEFAULT_DATASET_DIR, help="Folder with dataset_info.json to write into."
+    )
     parser.add_argument("--keep-question", action="store_true", help="Use each record's question, not the FEA one.")
     parser.add_argument("--prompts", default=None, help="JSON file of FEAPrompts templates for the question.")
     parser.add_argument(
@@ -157,7 +161,8 @@ def _convert_record(record: Any, source: str, line: int, context: _Context) -> d
 def _convert_file(path: Path, context: _Context, report: ConversionReport) -> list[dict[str, Any]]:
     r"""Convert one annotation file; rejected records go to the report."""
     if not path.is_file():
-        report.reject(RecordError(str(path), None, "file not found: fix the --train/--test path."))
+        problem = "is a folder, not a file" if path.is_dir() else "file not found"
+        report.reject_input(RecordError(str(path), None, f"{problem}: fix the --train/--test path."))
         return []
 
     rows = []
@@ -173,6 +178,7 @@ def _convert_file(path: Path, context: _Context, report: ConversionReport) -> li
 
 def run(args: argparse.Namespace) -> ConversionReport:
     r"""Convert the given splits; write them (atomically) and register them only under the exit-code policy."""
+    read_dataset_info(args.dataset_dir)  # a registry that cannot be updated stops the run before any input is read
     report = ConversionReport(source=NAME)
     inputs = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
     if not inputs:

@@ -1,14 +1,14 @@
 r"""FER2013: the pixels CSV `emotion,pixels,Usage` (48x48 grey faces), written out as PNG images; labels 0..6."""
 
 import argparse
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 
-from ..records import FEARecord, RecordError
-from .base import BenchmarkReport, add_common_arguments, make_converter, question, save_png_atomic
+from ..files import RecordError
+from ..records import FEARecord
+from .base import BenchmarkReport, add_common_arguments, csv_records, make_converter, png_bytes, question
 
 
 NAME = "fer2013"
@@ -35,7 +35,7 @@ def find_csv(source: Path) -> Path:
         if (source / name).is_file():
             return source / name
 
-    raise FileNotFoundError(f"no {' or '.join(CSV_NAMES)} in {source}; see docs/benchmarks.md for the layout.")
+    raise RecordError(str(source), None, f"no {' or '.join(CSV_NAMES)} here; see docs/benchmarks.md for the layout.")
 
 
 def pixels_to_image(pixels: str, source: str, where: int) -> Image.Image:
@@ -52,17 +52,11 @@ def pixels_to_image(pixels: str, source: str, where: int) -> Image.Image:
     return Image.frombytes("L", (SIDE, SIDE), data)
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
-    r"""Yield (data row index from 0, line number, row) with header names stripped (Kaggle writes ' Usage')."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = [name.strip() for name in next(reader, [])]
-        missing = {"emotion", "pixels", "Usage"} - set(header)
-        if missing:
-            raise RecordError(str(path), 1, f"missing columns {sorted(missing)}; expected emotion,pixels,Usage.")
-
-        for index, values in enumerate(reader):
-            yield index, reader.line_num, dict(zip(header, values))
+def read_rows(path: Path) -> Iterator[tuple[int, int, "dict[str, str] | RecordError"]]:
+    r"""Yield (data row index from 0, line number, row or the line's `RecordError`) of the pixels CSV."""
+    rows = csv_records(path, ("emotion", "pixels", "Usage"), "expected emotion,pixels,Usage.")
+    for index, (line, row) in enumerate(rows):
+        yield index, line, row
 
 
 def image_file(usage: str, index: int) -> str:
@@ -71,14 +65,17 @@ def image_file(usage: str, index: int) -> str:
 
 
 def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list[FEARecord]]:
-    r"""Write every valid row as a PNG under `<dataset-dir>/fer2013/images/<Usage>/` and label it."""
+    r"""Label every valid row; its PNG goes to `<dataset-dir>/fer2013/images/<Usage>/` with the splits."""
     path = find_csv(Path(args.source_dir))
-    dataset_dir, prompt = Path(args.dataset_dir), question(NAME)
+    prompt = question(NAME)
     split_of = {"Training": "train", "PrivateTest": "test", "PublicTest": args.public_test}
     splits: dict[str, list[FEARecord]] = {"train": [], "val": [], "test": []}
     for index, line, row in read_rows(path):
         report.read += 1
         try:
+            if isinstance(row, RecordError):
+                raise row
+
             usage, label = row.get("Usage", "").strip(), row.get("emotion", "").strip()
             if usage not in USAGES:
                 raise RecordError(str(path), line, f"Usage {usage!r} is not one of {', '.join(USAGES)}.")
@@ -96,7 +93,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
             continue
 
         relative = image_file(usage, index)
-        save_png_atomic(image, dataset_dir / relative)
+        report.images[relative] = png_bytes(image)
         splits[split_of[usage]].append(
             FEARecord(
                 id=f"{NAME}_{usage}_{index:05d}",

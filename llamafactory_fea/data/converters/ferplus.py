@@ -1,11 +1,11 @@
 r"""FERPlus: the `fer2013new.csv` label votes over FER2013's `fer2013.csv` pixels, reduced by majority vote."""
 
 import argparse
-import csv
 from pathlib import Path
 
-from ..records import FEARecord, RecordError
-from .base import BenchmarkReport, add_common_arguments, make_converter, question, require, save_png_atomic
+from ..files import RecordError
+from ..records import FEARecord
+from .base import BenchmarkReport, add_common_arguments, csv_records, make_converter, png_bytes, question, require
 from .fer2013 import find_csv, pixels_to_image, read_rows
 
 
@@ -65,18 +65,10 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
     source = Path(args.source_dir)
     votes_file = require(source / "fer2013new.csv" if source.is_dir() else source, "fer2013new.csv", NAME)
     pixels_file = find_csv(Path(args.fer2013_csv) if args.fer2013_csv else votes_file.parent)
-    dataset_dir, prompt = Path(args.dataset_dir), question(NAME)
+    prompt = question(NAME)
     splits: dict[str, list[FEARecord]] = {"train": [], "val": [], "test": []}
     split_of = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
-    with open(votes_file, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = [name.strip() for name in next(reader, [])]
-        missing = {"Usage", "Image name", *VOTE_COLUMNS} - set(header)
-        if missing:
-            raise RecordError(str(votes_file), 1, f"missing columns {sorted(missing)}; is this fer2013new.csv?")
-
-        vote_rows = [(reader.line_num, dict(zip(header, values))) for values in reader if values]
-
+    vote_rows = list(csv_records(votes_file, ("Usage", "Image name", *VOTE_COLUMNS), "is this fer2013new.csv?"))
     pixel_rows = list(read_rows(pixels_file))
     if len(pixel_rows) != len(vote_rows):
         raise RecordError(
@@ -88,7 +80,11 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
     for (line, votes_row), (_, pixel_line, pixel_row) in zip(vote_rows, pixel_rows):
         report.read += 1
         try:
-            usage, name = votes_row["Usage"].strip(), votes_row["Image name"].strip()
+            for row in (votes_row, pixel_row):
+                if isinstance(row, RecordError):
+                    raise row
+
+            usage, name = votes_row.get("Usage", "").strip(), votes_row.get("Image name", "").strip()
             if usage != pixel_row.get("Usage", "").strip() or usage not in FOLDERS:
                 raise RecordError(
                     str(votes_file), line, f"Usage {usage!r} differs from fer2013.csv line {pixel_line}."
@@ -99,7 +95,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
                 continue
 
             try:
-                votes = {column: int(votes_row[column]) for column in VOTE_COLUMNS}
+                votes = {column: int(votes_row.get(column, "")) for column in VOTE_COLUMNS}
             except ValueError:
                 raise RecordError(str(votes_file), line, "vote counts must be integers.") from None
 
@@ -114,7 +110,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
             continue
 
         relative = f"{NAME}/images/{FOLDERS[usage]}/{Path(name).stem}.png"
-        save_png_atomic(image, dataset_dir / relative)
+        report.images[relative] = png_bytes(image)
         splits[split_of[usage]].append(
             FEARecord(
                 id=f"{NAME}_{Path(name).stem}",

@@ -3,7 +3,8 @@ r"""RAF-AU: `RAFAU_label.txt` (`0001.jpg 1+2+L12` or `null`) plus `aligned/0001_
 import argparse
 from pathlib import Path
 
-from ..records import FEARecord, RecordError
+from ..files import RecordError, text_lines
+from ..records import FEARecord
 from .base import (
     BenchmarkReport,
     add_common_arguments,
@@ -11,6 +12,7 @@ from .base import (
     hash_split,
     image_reference,
     make_converter,
+    number_option,
     parse_au_labels,
     question,
     require,
@@ -23,9 +25,16 @@ RAF_ML_ORDER: tuple[str, ...] = ("surprise", "fear", "disgust", "happiness", "sa
 
 
 def read_emotions(path: Path, report: BenchmarkReport) -> dict[str, str | None]:
-    r"""Image name -> the emotion with the highest RAF-ML score (None on a tie, counted), from distribution.txt."""
+    r"""Image name -> the emotion with the highest RAF-ML score (None on a tie), from distribution.txt.
+
+    A malformed line is rejected (one input read and rejected); it names no record of the label file.
+    """
     emotions: dict[str, str | None] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in text_lines(path):
+        if isinstance(line, RecordError):
+            report.reject_input(line)
+            continue
+
         fields = line.split()
         if not fields:
             continue
@@ -36,7 +45,7 @@ def read_emotions(path: Path, report: BenchmarkReport) -> dict[str, str | None]:
             scores = []
 
         if len(scores) != len(RAF_ML_ORDER):
-            report.reject(RecordError(str(path), number, f"expected a name and {len(RAF_ML_ORDER)} scores."))
+            report.reject_input(RecordError(str(path), number, f"expected a name and {len(RAF_ML_ORDER)} scores."))
             continue
 
         best = max(scores)
@@ -51,8 +60,14 @@ def _test_names(args: argparse.Namespace) -> set[str] | None:
     if not args.test_ids:
         return None
 
-    lines = Path(args.test_ids).read_text(encoding="utf-8").split()
-    return {Path(line).stem for line in lines}
+    names = set()
+    for _, line in text_lines(args.test_ids):
+        if isinstance(line, RecordError):
+            raise line
+
+        names.update(Path(name).stem for name in line.split())
+
+    return names
 
 
 def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list[FEARecord]]:
@@ -62,13 +77,17 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
     emotions = read_emotions(Path(args.emotion_file), report) if args.emotion_file else {}
     test_names, dataset_dir, prompt = _test_names(args), Path(args.dataset_dir), question(NAME)
     splits: dict[str, list[FEARecord]] = {"train": [], "test": []}
-    for number, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
+    no_emotion = 0
+    for number, line in text_lines(label_file):
+        if isinstance(line, str) and not line.split():
             continue
 
         report.read += 1
         try:
+            if isinstance(line, RecordError):
+                raise line
+
+            fields = line.split()
             if len(fields) != 2:
                 raise RecordError(
                     str(label_file), number, f"expected '<image> <AUs joined by +, or null>', got {line!r}."
@@ -88,8 +107,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
             continue
 
         emotion = emotions.get(stem)
-        if args.emotion_file and emotion is None:
-            report.exclude("no single top emotion in the RAF-ML file (kept with AU labels only)")
+        no_emotion += bool(args.emotion_file) and emotion is None
 
         in_test = (
             stem in test_names if test_names is not None else hash_split(stem, args.test_fraction, args.seed) == "test"
@@ -106,6 +124,9 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
             )
         )
 
+    if no_emotion:
+        report.notes.append(f"{no_emotion} records kept with AU labels only: no single top emotion in --emotion-file.")
+
     return splits
 
 
@@ -115,7 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", choices=("aligned", "original"), default="aligned", help="Which images to use.")
     parser.add_argument("--emotion-file", default=None, help="RAF-ML distribution.txt: emotion = highest score.")
     parser.add_argument("--test-ids", default=None, help="File of test image names (else a seeded hash split).")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="Share of images in the hash test split.")
+    parser.add_argument(
+        "--test-fraction", type=number_option(float, 0, 1), default=0.2, help="Share of images in the hash test split."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the hash split.")
     parser.add_argument(
         "--strict-aus",

@@ -3,7 +3,8 @@ r"""RAF-DB (basic): `EmoLabel/list_patition_label.txt` plus `Image/aligned/*_ali
 import argparse
 from pathlib import Path
 
-from ..records import FEARecord, RecordError
+from ..files import RecordError, text_lines
+from ..records import FEARecord
 from .base import (
     BenchmarkReport,
     add_common_arguments,
@@ -42,12 +43,15 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
     label_file = require(root / LABEL_FILE, "the RAF-DB label list", NAME)
     dataset_dir, prompt = Path(args.dataset_dir), question(NAME)
     splits: dict[str, list[FEARecord]] = {"train": [], "test": []}
-    for number, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, line in text_lines(label_file):
+        if isinstance(line, str) and not line.strip():
             continue
 
         report.read += 1
         try:
+            if isinstance(line, RecordError):
+                raise line
+
             fields = line.split()
             if len(fields) != 2 or not fields[1].isdigit():
                 raise RecordError(str(label_file), number, f"expected '<image name> <label 1-7>', got {line!r}.")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ...hparams import ArgumentError, check_bounds, check_types, convert
-from ...rewards import REWARDS
+from ...rewards import REWARDS, RewardFunc, get_reward
 
 
 @dataclass
@@ -33,6 +33,14 @@ class GRPOArguments:
         metadata={
             "help": "Clip the weighted reward sum of each completion to [-reward_clip, reward_clip] before the "
             "group advantage (the reference clips at 10; only binds with large weights). null: no clipping."
+        },
+    )
+    reward_nonfinite: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "A reward that returns NaN or inf for a completion: `error` stops the run naming the reward and "
+            "the completion; `skip` leaves that value out of the completion's sum, as None would (counted per "
+            "step as fea/skipped_rewards)."
         },
     )
     au_frequency_weighting: Literal["none", "reference", "balanced"] = field(
@@ -185,6 +193,8 @@ class GRPOArguments:
         if not self.reward_funcs or not all(self.reward_funcs):
             raise ArgumentError(f"grpo key `reward_funcs` must name at least one reward, got {self.reward_funcs!r}.")
 
+        self._check_rewards()
+
         if self.reward_weights is not None:
             self.reward_weights = convert("grpo", "reward_weights", list[float], self.reward_weights)
             if len(self.reward_weights) != len(self.reward_funcs):
@@ -238,3 +248,28 @@ class GRPOArguments:
 
         if self.use_vllm and not self.ds3_gather_for_generation:
             raise ArgumentError("grpo key `ds3_gather_for_generation: false` cannot be used with `use_vllm: true`.")
+
+    def _check_rewards(self) -> None:
+        r"""Resolve every reward now, before anything loads, and refuse a reward listed twice."""
+        seen: dict[str, tuple[str, RewardFunc]] = {}  # by function name, which TRL names each reward's logs after
+        for name in self.reward_funcs:
+            try:
+                func = get_reward(name)
+            except ValueError as err:
+                raise ArgumentError(f"grpo key `reward_funcs`: {err}") from None
+
+            if func.__name__ in seen:
+                first, other = seen[func.__name__]
+                if other is func:
+                    spelled = "" if first == name else f" (as {first} and {name})"
+                    raise ArgumentError(
+                        f"grpo key `reward_funcs`: lists {func.__name__} twice{spelled}: list each reward once and "
+                        "weigh it with `reward_weights`."
+                    )
+
+                raise ArgumentError(
+                    f"grpo key `reward_funcs`: {first} and {name} are both functions named {func.__name__}, and TRL "
+                    "logs each reward under its function name: rename one."
+                )
+
+            seen[func.__name__] = (name, func)

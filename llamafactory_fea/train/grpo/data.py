@@ -10,7 +10,7 @@ image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_
 """
 
 import copy
-import os
+import inspect
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +18,10 @@ from datasets import DatasetDict, Features, Sequence, Value
 from llamafactory.data.data_utils import get_dataset_module, merge_dataset, split_dataset
 from llamafactory.data.parser import get_dataset_list
 
-from ...rewards import AU_WEIGHT_COLUMN, au_frequency_weights
+from ...rewards import AU_WEIGHT_COLUMN, REWARDS, au_frequency_weights, get_reward
 from ...seam import regularize_images
 from .._logging import get_logger
-from ..labelled_data import decode_labels, load_labelled_dataset
+from ..labelled_data import check_image, decode_labels, load_labelled_dataset
 
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 LABELS = ("emotion", "aus", "solution")  # of the converters' JSON column (its `id` and `dataset` serve synthesis)
+REWARD_LABELS = ("emotion", "aus")  # a registered reward reads those its signature names
 FEATURES = Features(
     {
         "prompt": Value("string"),
@@ -51,6 +52,7 @@ FEATURES = Features(
 
 def _to_grpo_row(
     example: dict[str, Any],
+    index: int,
     name: str,
     template: "Template",
     plugin: "BasePlugin",
@@ -63,18 +65,50 @@ def _to_grpo_row(
 
     labels = decode_labels(example)
     images = example["_images"] or []
-    missing = [image for image in images if isinstance(image, str) and not os.path.isfile(image)]
-    if missing:
-        raise ValueError(
-            f"Dataset {name}, record {labels.get('id') or '(no id)'}: image {missing[0]} does not exist. Fix its "
-            "path (relative paths are read from `media_dir`, by default `dataset_dir`) or remove the record."
-        )
+    for image in images:
+        if isinstance(image, str):
+            check_image(name, labels["id"], index, image)
 
     messages = example["_prompt"] + [{"role": "assistant", "content": labels["solution"]}]
     messages = plugin.process_messages(messages, images, [], [], processor)
     prompt_ids, _ = template.encode_oneturn(tokenizer, messages, example["_system"], example["_tools"])
     prompt = tokenizer.decode(prompt_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return {"prompt": prompt, "image_paths": images, **{key: labels[key] for key in LABELS}}
+
+
+def needed_labels(reward_funcs: list[str]) -> dict[str, frozenset[str]] | None:
+    r"""The label columns each chosen reward reads, from the signatures of the registered ones; None with a user reward.
+
+    >>> needed_labels(["fea_format", "fea_emotion", "fea_au_f1"])
+    {'fea_format': frozenset(), 'fea_emotion': frozenset({'emotion'}), 'fea_au_f1': frozenset({'aus'})}
+    """
+    needs = {}
+    for name in reward_funcs:
+        func = get_reward(name)
+        if func not in REWARDS.values():
+            return None  # what a user's reward needs is unknown
+
+        needs[name] = frozenset(REWARD_LABELS) & frozenset(inspect.signature(func).parameters)
+
+    return needs
+
+
+def _check_labels(name: str, rows: int, counts: dict[str, int], reward_funcs: list[str]) -> None:
+    r"""Refuse a dataset in which no row has any label the chosen rewards read (`counts`: rows with each label)."""
+    needs = needed_labels(reward_funcs)
+    if needs is None or any(counts[column] for labels in needs.values() for column in labels):
+        return
+
+    readers = ", ".join(f"{reward} ({'/'.join(sorted(labels))})" for reward, labels in needs.items() if labels)
+    if not readers:  # the rewards read no label
+        return
+
+    unlabelled = ", ".join(reward for reward, labels in needed_labels(list(REWARDS)).items() if not labels)
+    raise ValueError(
+        f"Dataset {name}: none of its {rows} rows has a label that the rewards {readers} read, so they would grade "
+        "nothing. Give its rows `emotion`/`aus` columns, or reference answers whose <answer> names the emotion and "
+        f"whose <think> names the AUs (AU4), or choose rewards that read no label ({unlabelled})."
+    )
 
 
 class ImageLoader:
@@ -92,8 +126,17 @@ class ImageLoader:
             return batch
 
         paths = batch.pop("image_paths")
-        images = [regularize_images(self.plugin, row, **self.limits) if row else [] for row in paths]
-        return {**batch, "images": images}
+        return {**batch, "images": [self._open(row) for row in paths]}
+
+    def _open(self, paths: list[str]) -> list[Any]:
+        r"""The images of one row; an image that opened at load time but cannot be decoded now is named."""
+        try:
+            return regularize_images(self.plugin, paths, **self.limits) if paths else []
+        except Exception as err:  # a truncated file passes the load-time header check
+            raise ValueError(
+                f"An image of {', '.join(paths)} cannot be decoded ({type(err).__name__}: {err}): replace the file "
+                "or remove its record from the dataset."
+            ) from err
 
 
 def _load(
@@ -121,6 +164,7 @@ def _load(
         aligned = load_labelled_dataset(name, dataset_attr, model_args, data_args, training_args, "the grpo stage")
         dataset = aligned.map(
             partial(to_row, name=name),
+            with_indices=True,
             remove_columns=aligned.column_names,
             features=FEATURES,
             num_proc=data_args.preprocessing_num_workers,
@@ -131,8 +175,12 @@ def _load(
             weights = au_frequency_weights(dataset["aus"], grpo_args.au_frequency_weighting)
             dataset = dataset.add_column(AU_WEIGHT_COLUMN, weights)
 
-        labelled = sum(1 for emotion in dataset["emotion"] if emotion)
-        logger.info_rank0(f"GRPO dataset {name}: {len(dataset)} prompts, {labelled} with an emotion label.")
+        counts = {column: sum(1 for value in dataset[column] if value) for column in REWARD_LABELS}
+        logger.info_rank0(
+            f"GRPO dataset {name}: {len(dataset)} prompts, {counts['emotion']} with an emotion label, "
+            f"{counts['aus']} with AU labels."
+        )
+        _check_labels(name, len(dataset), counts, grpo_args.reward_funcs)
         datasets.append(dataset)
 
     return datasets

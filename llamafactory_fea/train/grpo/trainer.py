@@ -1,7 +1,11 @@
-r"""TRL's GRPOTrainer with LLaMA-Factory's optimizers and callbacks, reward clipping and FEA metrics in the logs."""
+r"""TRL's GRPOTrainer with LLaMA-Factory's optimizers and callbacks, checked and clipped rewards, FEA metrics in the logs."""
 
+import functools
+import numbers
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
+import numpy as np
 import torch
 from llamafactory.train.callbacks import SaveProcessorCallback
 from llamafactory.train.trainer_utils import create_custom_optimizer, create_custom_scheduler
@@ -17,8 +21,95 @@ if TYPE_CHECKING:
     from llamafactory.hparams import FinetuningArguments
     from transformers import ProcessorMixin
 
+    from ...rewards import RewardFunc
+
 
 FEA_METRICS = ("fea/format_rate", "fea/strict_format_rate", "fea/emotion_accuracy", "fea/au_f1")
+FLOAT32_MAX = torch.finfo(torch.float32).max  # TRL holds rewards as float32: beyond this a value becomes inf
+
+
+class RewardChecks:
+    r"""Checks each reward function's output after every call: one number or None per completion, never NaN or inf.
+
+    A reward that raises, returns another count, a non-number or (with `nonfinite="error"`) NaN or inf stops the run
+    with the reward, the batch and the completion named; with `nonfinite="skip"` NaN and inf become None (left out of
+    the completion's sum) and are counted in `skipped` until the trainer resets it.
+    """
+
+    def __init__(self, nonfinite: str = "error") -> None:
+        self.nonfinite = nonfinite
+        self.skipped = 0
+
+    def wrap(self, func: "RewardFunc", name: str) -> "RewardFunc":
+        r"""`func` with its output checked; keeps `__name__`, which TRL names the reward's logs after."""
+
+        @functools.wraps(func)
+        def checked(completions: list[Any], **kwargs) -> list[float | None]:
+            try:
+                values = func(completions=completions, **kwargs)
+            except Exception as err:
+                raise ValueError(
+                    f"Reward {name} raised {type(err).__name__}: {err} on a batch of {len(completions)} completions "
+                    f"(the first: {_sample(completions, 0)})."
+                ) from err
+
+            return self.check(name, completions, values)
+
+        return checked
+
+    def check(self, name: str, completions: list[Any], values: Any) -> list[float | None]:
+        r"""The values of reward `name` as floats and None; ValueError naming the reward, the batch and the completion."""
+        values = values.tolist() if isinstance(values, (torch.Tensor, np.ndarray)) else values
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+            raise ValueError(
+                f"Reward {name} returned a {type(values).__name__}, not a list of {len(completions)} values (one number "
+                f"or None per completion), for a batch whose first completion is {_sample(completions, 0)}."
+            )
+
+        values = list(values)
+        if len(values) != len(completions):
+            raise ValueError(
+                f"Reward {name} returned {len(values)} values for a batch of {len(completions)} completions: it must "
+                f"return one number (or None) per completion. First completion: {_sample(completions, 0)}."
+            )
+
+        checked: list[float | None] = []
+        for index, value in enumerate(values):
+            number = _number(value)
+            if value is not None and number is None:
+                raise ValueError(
+                    f"Reward {name} returned {value!r} ({type(value).__name__}) for completion {index} of a batch of "
+                    f"{len(completions)}, not a number or None: {_sample(completions, index)}."
+                )
+
+            if number is not None and not abs(number) <= FLOAT32_MAX:
+                if self.nonfinite == "error":
+                    raise ValueError(
+                        f"Reward {name} returned {number} for completion {index} of a batch of {len(completions)}: "
+                        f"{_sample(completions, index)}. Return None to leave a completion out, or set the grpo key "
+                        "`reward_nonfinite: skip` to leave such values out (counted as fea/skipped_rewards)."
+                    )
+
+                self.skipped += 1
+                number = None
+
+            checked.append(number)
+
+        return checked
+
+
+def _number(value: Any) -> float | None:
+    r"""A reward value as a float (Python and NumPy numbers); None for anything else."""
+    return float(value) if isinstance(value, numbers.Real) else None
+
+
+def _sample(completions: list[Any], index: int, limit: int = 200) -> str:
+    r"""A completion of the batch for an error message, shortened to `limit` characters."""
+    if not completions:
+        return "(none)"
+
+    text = completion_text(completions[index])
+    return repr(text if len(text) <= limit else text[:limit] + " ...")
 
 
 def fea_metrics(completions: list[Any], emotions: list[Any], aus: list[Any]) -> list[list[float]]:
@@ -59,10 +150,12 @@ class CustomGRPOTrainer(GRPOTrainer):
         finetuning_args: "FinetuningArguments",
         processor: Optional["ProcessorMixin"] = None,
         reward_clip: float | None = None,
+        reward_checks: RewardChecks | None = None,
         **kwargs,
     ) -> None:
         self.finetuning_args = finetuning_args
         self.reward_clip = reward_clip
+        self.reward_checks = reward_checks
         super().__init__(**kwargs)
         if processor is not None:
             self.add_callback(SaveProcessorCallback(processor))
@@ -87,13 +180,26 @@ class CustomGRPOTrainer(GRPOTrainer):
 
     @override
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list) -> torch.Tensor:
+        if self.reward_checks is not None:
+            self.reward_checks.skipped = 0
+
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
+        if self.reward_checks is not None and self.reward_checks.nonfinite == "skip":
+            skipped = self.accelerator.gather(torch.tensor([self.reward_checks.skipped], device=device))
+            self._metrics[mode]["fea/skipped_rewards"].append(skipped.sum().item())
+
+        weights = self.reward_weights.to(device)
         if self.reward_clip is not None:
-            weights = self.reward_weights.to(device)
             rewards_per_func, clipped = clip_reward_sums(rewards_per_func, weights, self.reward_clip)
             self._metrics[mode]["fea/clipped_ratio"].append(clipped.float().mean().item())
+
+        if not torch.isfinite((rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)).all():
+            raise ValueError(
+                "The weighted reward sum of a completion is beyond float32's range: lower the rewards or "
+                "`reward_weights`, or set `reward_clip`."
+            )
 
         rows = fea_metrics(completions, [x.get("emotion") for x in inputs], [x.get("aus") for x in inputs])
         metrics = self.accelerator.gather(torch.tensor(rows, dtype=torch.float32, device=device))

@@ -16,12 +16,12 @@ from ...seam import use_grpo_log_callback
 from .._logging import get_logger
 from .data import get_grpo_dataset
 from .rollout import check_vllm, generation_kwargs
-from .trainer import FEA_METRICS, CustomGRPOTrainer
+from .trainer import FEA_METRICS, CustomGRPOTrainer, RewardChecks
 
 
 if TYPE_CHECKING:
     from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
-    from transformers import PreTrainedModel, Seq2SeqTrainingArguments, TrainerCallback
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
     from ...rewards import RewardFunc
     from .args import GRPOArguments
@@ -31,14 +31,13 @@ logger = get_logger(__name__)
 
 
 def build_grpo_config(
-    model: "PreTrainedModel",
     model_args: "ModelArguments",
     training_args: "Seq2SeqTrainingArguments",
     finetuning_args: "FinetuningArguments",
     grpo_args: "GRPOArguments",
     rollout_kwargs: dict[str, Any] | None,
 ) -> GRPOConfig:
-    r"""TRL's GRPOConfig: LLaMA-Factory's training arguments plus the GRPO keys."""
+    r"""TRL's GRPOConfig: LLaMA-Factory's training arguments plus the GRPO keys; raises if the batch sizes do not fit."""
     completions = training_args.per_device_train_batch_size * training_args.world_size
     completions *= training_args.gradient_accumulation_steps
     if grpo_args.generation_batch_size is None and completions % grpo_args.num_generations:
@@ -63,9 +62,9 @@ def build_grpo_config(
     return GRPOConfig(**kwargs)
 
 
-def load_reward_funcs(grpo_args: "GRPOArguments") -> list["RewardFunc"]:
-    r"""The reward functions by registered name or dotted path, weighted per sample when asked."""
-    reward_funcs = [get_reward(name) for name in grpo_args.reward_funcs]
+def load_reward_funcs(grpo_args: "GRPOArguments", checks: RewardChecks) -> list["RewardFunc"]:
+    r"""The reward functions by registered name or dotted path, their output checked, weighted per sample when asked."""
+    reward_funcs = [checks.wrap(get_reward(name), name) for name in grpo_args.reward_funcs]
     if grpo_args.au_frequency_weighting != "none":
         reward_funcs = [with_sample_weights(func) for func in reward_funcs]
 
@@ -114,21 +113,24 @@ def run_grpo(
         raise ValueError("grpo key `max_prompt_length` must be null with a multimodal model: truncation cuts images.")
 
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    rollout_kwargs = generation_kwargs(grpo_args, tokenizer, template.mm_plugin)
+    grpo_config = build_grpo_config(model_args, training_args, finetuning_args, grpo_args, rollout_kwargs)
+    reward_checks = RewardChecks(grpo_args.reward_nonfinite)
+    reward_funcs = load_reward_funcs(grpo_args, reward_checks)  # batch sizes and rewards checked: now the heavy part
     dataset_module = get_grpo_dataset(template, model_args, data_args, training_args, grpo_args, **tokenizer_module)
 
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
-    rollout_kwargs = generation_kwargs(grpo_args, tokenizer, template.mm_plugin)
-    grpo_config = build_grpo_config(model, model_args, training_args, finetuning_args, grpo_args, rollout_kwargs)
     callbacks = callbacks if callbacks is not None else []
     use_grpo_log_callback(callbacks)
     trainer = CustomGRPOTrainer(
         model=model,
-        reward_funcs=load_reward_funcs(grpo_args),
+        reward_funcs=reward_funcs,
         args=grpo_config,
         processing_class=processor if processor is not None else tokenizer,
         processor=processor,
         finetuning_args=finetuning_args,
         reward_clip=grpo_args.reward_clip,
+        reward_checks=reward_checks,
         callbacks=callbacks,
         **dataset_module,
     )

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .args import SynthesisCallbackArguments
     from .report import SynthesisPass
+    from .samples import SynthSample
 
 
 logger = get_logger(__name__)
@@ -59,6 +60,7 @@ class SynthesisCallback(TrainerCallback):
         self.generating_args = generating_args
         self.datasets = split_arg(synth_args.synth_callback_dataset)
         self.passes: list[SynthesisPass] = []
+        self.samples: list[SynthSample] = []
 
     def synthesize(self, model: "PreTrainedModel", state: "TrainerState", name: str) -> "SynthesisPass | None":
         r"""Run one synthesis pass with `model` on every rank's shard; rank 0 returns the pass."""
@@ -67,11 +69,6 @@ class SynthesisCallback(TrainerCallback):
         tokenizer = tokenizer_module["tokenizer"]
         tokenizer.padding_side = "left"
         template = get_template_and_fix_tokenizer(tokenizer, self.data_args)
-        with self.training_args.main_process_first(desc="load synthesis dataset"):
-            samples = load_samples(
-                self.datasets, self.model_args, self.data_args, self.training_args, load_prompts(self.synth_args)
-            )
-
         engine = HuggingfaceSynthEngine(model, template, self.generating_args, **tokenizer_module)
         report_dir = Path(self.training_args.output_dir) / SYNTHESIS_DIR
         config = SynthesisPassConfig.from_args(
@@ -86,7 +83,7 @@ class SynthesisCallback(TrainerCallback):
         config.dataset_file = f"{name}.jsonl"
         synthesis_pass = run_synthesis_pass(
             build_synthesizer(engine, self.synth_args),
-            samples,
+            self.samples,
             config,
             rank=self.training_args.process_index,
             world_size=self.training_args.world_size,
@@ -95,6 +92,16 @@ class SynthesisCallback(TrainerCallback):
             self.passes.append(synthesis_pass)
 
         return synthesis_pass
+
+    @override
+    def on_train_begin(
+        self, args: "Seq2SeqTrainingArguments", state: "TrainerState", control: "TrainerControl", **kwargs: Any
+    ) -> None:
+        r"""Load (and so check) the samples before training: a bad record fails now, not after the training."""
+        with self.training_args.main_process_first(desc="load synthesis dataset"):
+            self.samples = load_samples(
+                self.datasets, self.model_args, self.data_args, self.training_args, load_prompts(self.synth_args)
+            )
 
     @override
     def on_epoch_end(

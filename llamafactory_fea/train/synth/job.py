@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...data.records import RecordError, json_lines, register_dataset, write_jsonl
+from ...data.files import RecordError, json_lines, write_jsonl
+from ...data.records import register_dataset
 from .._logging import get_logger
 from .report import SynthesisPass, write_report
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.records import atomic_write
+from ...data.files import atomic_write
 
 
 REPORT_JSON = "synth_report.json"

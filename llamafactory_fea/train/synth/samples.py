@@ -2,10 +2,13 @@ r"""Labelled samples for synthesis, loaded by LLaMA-Factory's own loader with th
 
 `dataset_dir`, `media_dir`, `num_samples`, `max_samples`, hub or file datasets work as in any stage; the converters
 of `train/labelled_data.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and
-each row's `id` and `dataset`, so a restarted run finds its place by id.
+each row's `id` and `dataset`, so a restarted run finds its place by id. The image of every sample to synthesize is
+opened at load time (its header, nothing decoded): a missing or corrupt one stops the run before any model loads,
+naming the dataset, the record and the path. A sample without labels or without an image is skipped with its reason.
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +17,7 @@ from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
 from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
 from ...fea.prompts import FEAPrompts
-from ..labelled_data import decode_labels, load_labelled_dataset
+from ..labelled_data import check_image, decode_labels, load_labelled_dataset
 
 
 if TYPE_CHECKING:
@@ -113,6 +116,7 @@ def load_samples(
     seen: set[str] = set()
     for name, dataset_attr in zip(dataset_names, get_dataset_list(dataset_names, data_args.dataset_dir)):
         aligned = load_labelled_dataset(name, dataset_attr, model_args, data_args, training_args, "synthesis")
+        first = len(samples)
         for position, example in enumerate(aligned):
             sample = _sample(name, position, example, len(samples), prompts)
             if sample.key in seen:  # a repeated id still gets its own key, stable across runs
@@ -121,4 +125,14 @@ def load_samples(
             seen.add(sample.key)
             samples.append(sample)
 
+        _check_images(samples[first:], data_args.preprocessing_num_workers)
+
     return samples
+
+
+def _check_images(samples: list[SynthSample], workers: int | None) -> None:
+    r"""Refuse, before any model loads, a sample to synthesize whose image is missing or does not open (header only)."""
+    usable = [sample for sample in samples if sample.problem is None]
+    with ThreadPoolExecutor(max_workers=workers or 1) as pool:  # reading headers waits on the disk, not the CPU
+        for _ in pool.map(lambda sample: check_image(sample.source, sample.id, sample.index, sample.image), usable):
+            pass
