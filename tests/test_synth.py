@@ -1,6 +1,7 @@
 r"""Synthesis with scripted engines: the keep rule, retries with feedback, the journal, resume, shards, the report."""
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -390,7 +391,9 @@ def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_
     assert [s.problem for s in samples] == [None, None, None, "no_labels"]
 
 
-def test_unreadable_images_of_usable_samples_are_refused_at_load_time(tmp_path: Path, face: str):
+def test_unreadable_images_of_usable_samples_are_found_and_said_at_load_time(
+    tmp_path: Path, face: str, caplog: pytest.LogCaptureFixture
+):
     from llamafactory.hparams import get_train_args
 
     from llamafactory_fea.data.files import write_jsonl
@@ -415,13 +418,21 @@ def test_unreadable_images_of_usable_samples_are_refused_at_load_time(tmp_path: 
         "preprocessing_num_workers": 2,
     }
     model_args, data_args, training_args, _, _ = get_train_args(args)
-    with pytest.raises(ValueError, match=r"Dataset fea_set, record c: image .*corrupt.png cannot be read as an image"):
-        load_samples(data_args.dataset, model_args, data_args, training_args)
+    logger = logging.getLogger("llamafactory_fea")
+    logger.addHandler(caplog.handler)
+    try:
+        samples = load_samples(data_args.dataset, model_args, data_args, training_args)
+        assert [sample.problem for sample in samples] == [None, "no_labels", "unreadable_image"]
+        assert re.search(r"Dataset fea_set, record c: image .*corrupt.png cannot be read as an image", caplog.text)
+        assert "missing.png" not in caplog.text  # a sample without AU labels is skipped without opening its image
 
-    rows[2] = FEARecord("c", "gone.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row()
-    write_jsonl(tmp_path / "set.jsonl", rows)
-    with pytest.raises(ValueError, match=r"Dataset fea_set, record c: image .*gone.png does not exist"):
-        load_samples(data_args.dataset, model_args, data_args, training_args)
+        rows[2] = FEARecord("c", "gone.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row()
+        write_jsonl(tmp_path / "set.jsonl", rows)
+        samples = load_samples(data_args.dataset, model_args, data_args, training_args)
+        assert samples[2].problem == "unreadable_image"
+        assert re.search(r"Dataset fea_set, record c: image .*gone.png does not exist", caplog.text)
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 def test_model_chain_follows_llamafactorys_adapter_rules():

@@ -3,13 +3,14 @@ r"""Labelled samples for synthesis, loaded by LLaMA-Factory's own loader with th
 `dataset_dir`, `media_dir`, `num_samples`, `max_samples`, hub or file datasets work as in any stage; the converters
 of `train/labelled_data.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and
 each row's `id` and `dataset`, so a restarted run finds its place by id. The image of every sample to synthesize is
-opened at load time (its header, nothing decoded): a missing or corrupt one stops the run before any model loads,
-naming the dataset, the record and the path. A sample without labels or without an image is skipped with its reason.
+opened at load time (its header, nothing decoded): a missing or corrupt one is said at once (dataset, record, path)
+and its sample skipped as `unreadable_image`, as a sample without labels or without an image is skipped with its
+reason: one bad face does not stop a synthesis of thousands, and the report counts it.
 """
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.parser import get_dataset_list
@@ -17,6 +18,7 @@ from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
 from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
 from ...fea.prompts import FEAPrompts
+from .._logging import get_logger
 from ..labelled_data import check_image, decode_labels, load_labelled_dataset
 
 
@@ -26,8 +28,11 @@ if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments
 
 
+logger = get_logger(__name__)
+
 NO_LABELS = "no_labels"
 NO_IMAGE = "no_image"
+UNREADABLE_IMAGE = "unreadable_image"
 
 
 @dataclass(frozen=True)
@@ -125,14 +130,25 @@ def load_samples(
             seen.add(sample.key)
             samples.append(sample)
 
-        _check_images(samples[first:], data_args.preprocessing_num_workers)
+        samples[first:] = _check_images(samples[first:], data_args.preprocessing_num_workers)
 
     return samples
 
 
-def _check_images(samples: list[SynthSample], workers: int | None) -> None:
-    r"""Refuse, before any model loads, a sample to synthesize whose image is missing or does not open (header only)."""
-    usable = [sample for sample in samples if sample.problem is None]
+def _check_images(samples: list[SynthSample], workers: int | None) -> list[SynthSample]:
+    r"""Open the image of every sample to synthesize (header only); one that does not open is said and skipped."""
+
+    def checked(sample: SynthSample) -> SynthSample:
+        if sample.problem is not None:
+            return sample
+
+        try:
+            check_image(sample.source, sample.id, sample.index, sample.image)
+        except ValueError as err:
+            logger.warning_rank0(f"{err} Its sample is skipped ({UNREADABLE_IMAGE}).")
+            return replace(sample, problem=UNREADABLE_IMAGE)
+
+        return sample
+
     with ThreadPoolExecutor(max_workers=workers or 1) as pool:  # reading headers waits on the disk, not the CPU
-        for _ in pool.map(lambda sample: check_image(sample.source, sample.id, sample.index, sample.image), usable):
-            pass
+        return list(pool.map(checked, samples))

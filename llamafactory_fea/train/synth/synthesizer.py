@@ -15,6 +15,7 @@ from ...fea.parsing import ParsedCompletion, parse_completion
 from ...fea.prompts import FEAPrompts
 from ...rewards import au_f1
 from .engine import GenerationRequest
+from .samples import UNREADABLE_IMAGE
 
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ EMPTY_ANSWER = "empty_answer"
 FORMAT = "format"
 AU_MISMATCH = "au_mismatch"
 EMOTION_MISMATCH = "emotion_mismatch"
-UNREADABLE_IMAGE = "unreadable_image"
 
 
 @dataclass(frozen=True)
