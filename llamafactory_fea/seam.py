@@ -9,7 +9,7 @@ Read `PATCHES` (at the end) when LLaMA-Factory changes: one row per target, with
   Board's training subprocess, Ray workers), which no wrapper command reaches.
 - `run` rows are swapped in for the length of a training run only, by the function named in the row.
 - `read` rows are private names read, each through the one function of this module named in the row.
-With the plugin off (`LLAMAFACTORY_FEA_DISABLE=1`, or a LLaMA-Factory version it was not built for), `OFF_PATCHES`
+With the plugin off (`LLAMAFACTORY_FEA_DISABLE=1`, or a LLaMA-Factory version it was not tested on), `OFF_PATCHES`
 is applied instead: stock stages run untouched, and a plugin stage or key is refused in one line saying why.
 A LLaMA Board patch that fails, while applied or while the board is built or used, logs one warning and leaves
 the stock function in place. Top-level imports are the standard library only: the hook imports this module.
@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from .train.plugin import PluginExtension, PluginStage
 
 
-SUPPORTED_VERSIONS = ("0.9.5",)
+TESTED_VERSIONS = {  # LLaMA-Factory version: what the plugin was tested on (scripts/test_main.sh runs the snapshot)
+    "0.9.5": "the 0.9.5 release",
+    "0.9.6.dev0": "its main branch at ff6d4d12e (2026-08-18)",
+}
 FORCE_ENV = "LLAMAFACTORY_FEA_FORCE"
 DISABLE_ENV = "LLAMAFACTORY_FEA_DISABLE"
 BOARD_ELEM_PREFIX = "train.fea_"
@@ -65,17 +68,29 @@ def swapped(owner: Any, name: str, value: Any) -> Iterator[Any]:
         setattr(owner, name, stock)
 
 
-@cache
-def host_supported() -> bool:
-    r"""Whether the installed LLaMA-Factory is a version this plugin was built for; says why not, once."""
+def host_version() -> str:
+    r"""The installed LLaMA-Factory's version."""
     from llamafactory.extras.env import VERSION
 
-    if VERSION in SUPPORTED_VERSIONS or os.getenv(FORCE_ENV, "0") == "1":
+    return VERSION
+
+
+def tested_versions() -> str:
+    r"""The LLaMA-Factory versions the plugin was tested on, in words."""
+    return ", ".join(f"{version} ({what})" for version, what in TESTED_VERSIONS.items())
+
+
+@cache
+def host_supported() -> bool:
+    r"""Whether the installed LLaMA-Factory is a version this plugin was tested on; says why not, once."""
+    version = host_version()
+    if version in TESTED_VERSIONS or os.getenv(FORCE_ENV, "0") == "1":
         return True
 
     print(
-        f"[llamafactory-fea] this plugin supports llamafactory {', '.join(SUPPORTED_VERSIONS)} but found {VERSION}: "
-        f"the plugin is switched off. Install llamafactory=={SUPPORTED_VERSIONS[-1]}, or set {FORCE_ENV}=1 to try anyway.",
+        f"[llamafactory-fea] this plugin was tested on llamafactory {tested_versions()} but found {version}: "
+        f"the plugin is switched off. Install llamafactory=={next(iter(TESTED_VERSIONS))} or its main branch, or set "
+        f"{FORCE_ENV}=1 to try anyway.",
         file=sys.stderr,
     )
     return False
@@ -90,11 +105,9 @@ def off_reason() -> tuple[str, str] | None:
         return f"switched off ({DISABLE_ENV}={os.environ[DISABLE_ENV]})", f"unset {DISABLE_ENV}"
 
     if not host_supported():
-        from llamafactory.extras.env import VERSION
-
         return (
-            f"off (it supports llamafactory {', '.join(SUPPORTED_VERSIONS)}, found {VERSION})",
-            f"install llamafactory=={SUPPORTED_VERSIONS[-1]} or set {FORCE_ENV}=1",
+            f"off (it was tested on llamafactory {', '.join(TESTED_VERSIONS)}, found {host_version()})",
+            f"install llamafactory=={next(iter(TESTED_VERSIONS))} or set {FORCE_ENV}=1",
         )
 
     return None
@@ -104,7 +117,15 @@ def off_reason() -> tuple[str, str] | None:
 HOST_ROUTES = {  # setting: (as written, where LLaMA-Factory sends the sft stage a plugin stage is parsed as, fix)
     "use_hyper_parallel": ("`use_hyper_parallel: true`", "its HyperParallel trainer", "Remove it from the YAML."),
     "USE_MCA": ("USE_MCA=1", "its Megatron-Core (mcore_adapter) trainers", "Unset USE_MCA for this run."),
+    "USE_MEGATRON_BRIDGE": ("USE_MEGATRON_BRIDGE=1", "its Megatron Bridge trainers", "Unset it for this run."),
 }
+
+
+def host_env_routes() -> list[str]:
+    r"""The environment switches of `HOST_ROUTES` this LLaMA-Factory has (Megatron Bridge: main since 0.9.5)."""
+    from llamafactory.hparams import FinetuningArguments
+
+    return ["USE_MCA", *(["USE_MEGATRON_BRIDGE"] if hasattr(FinetuningArguments, "use_megatron_bridge") else [])]
 
 
 def _refuse_route(stage: "PluginStage", setting: str) -> ValueError:
@@ -124,16 +145,18 @@ def _train_args_hook(
 ) -> Any:
     r"""Swap `tuner.get_train_args` for one that refuses wrong routes and adds the extensions' callbacks.
 
-    A plugin stage is refused where LLaMA-Factory would run it as another stage (`HOST_ROUTES`); the callbacks are
-    added as soon as the arguments are parsed, since they need them.
+    A plugin stage is refused where LLaMA-Factory would run it as another stage (`HOST_ROUTES`), before parsing
+    (the parser of such a route needs its packages); the callbacks are added as soon as the arguments are parsed.
     """
     from llamafactory.extras.misc import is_env_enabled
 
     stock_get_train_args = tuner.get_train_args
+    env_routes = host_env_routes()
 
     def get_train_args(args: Any = None) -> tuple[Any, ...]:
-        if stage is not None and is_env_enabled("USE_MCA"):
-            raise _refuse_route(stage, "USE_MCA")
+        for setting in env_routes if stage is not None else ():
+            if is_env_enabled(setting):
+                raise _refuse_route(stage, setting)
 
         parsed = stock_get_train_args(args)
         if stage is not None and parsed[3].use_hyper_parallel:
@@ -512,7 +535,8 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "llamafactory.train.tuner", "_training_function", _training_function,
-        "LLaMA-Factory 0.9.5 has no plugin stages: dispatch grpo/synth, take the plugin's keys out before its parser",
+        "LLaMA-Factory (0.9.5 and main) has no plugin stages: dispatch grpo/synth, take the plugin's keys out before "
+        "its parser",
     ),
     Patch(
         "llamafactory.train.tuner", "run_sft", _stage_runner,
@@ -520,7 +544,8 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "llamafactory.train.tuner", "get_train_args", _train_args_hook,
-        "extension callbacks need the parsed args; refuse routes (HyperParallel, USE_MCA) that run sft instead", "run",
+        "extension callbacks need the parsed args; refuse routes that run sft instead: HyperParallel, USE_MCA, and "
+        "on main USE_MEGATRON_BRIDGE (where `FinetuningArguments.use_megatron_bridge` exists)", "run",
     ),
     Patch(
         "llamafactory.train.callbacks", "LogCallback._write_log", use_grpo_log_callback,
@@ -528,7 +553,8 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "llamafactory.hparams.parser", "_TRAIN_ARGS", host_train_arguments,
-        "every key LLaMA-Factory knows, to name the closest one to an unknown plugin-stage key", "read",
+        "every key LLaMA-Factory knows, to name the closest one to an unknown plugin-stage key (main's extra "
+        "`_TRAIN_MBRIDGE_ARGS` only parse under USE_MEGATRON_BRIDGE, refused for plugin stages)", "read",
     ),
     Patch(
         "llamafactory.data.loader", "_load_single_dataset", load_single_dataset,
@@ -552,7 +578,8 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "llamafactory.webui.components.train", "create_train_tab", _create_train_tab,
-        "the plugin stages' settings widgets, in the stock events; `webui.components` copies the name", board=True,
+        "the plugin stages' settings widgets, in the stock events; `webui.components` copies the name. Main adds a "
+        "`train_seed` widget: the accordions are placed by the stock buttons, never by position", board=True,
     ),
     Patch(
         "llamafactory.webui.runner", "Runner._parse_train_args", _parse_train_args,
@@ -568,7 +595,9 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "llamafactory.webui.runner", "Runner.monitor", _monitor,
-        "a plugin stage's run ends with its final reward curves (stock stops polling first)", board=True,
+        "a plugin stage's run ends with its final reward curves (stock stops polling first); it reads "
+        "trainer_log.jsonl only, so main's training output going to webui_subprocess.log, not a pipe, is alike",
+        board=True,
     ),
 )  # fmt: skip
 OFF_PATCHES: tuple[Patch, ...] = (

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from .hparams import split_arg
+from .resources import data_registry_dir
 
 
 if TYPE_CHECKING:
@@ -95,11 +96,6 @@ BOARD_FIELDS: dict[str, tuple[BoardField, ...]] = {
         BoardField("synth_stop_after", "Stop after", "Samples per rank in this run; empty: all.", kind="integer"),
     ),
 }
-
-
-def data_registry_dir() -> Path:
-    r"""The plugin's `data_registry` folder (its dataset_info.json lists the FEA datasets)."""
-    return Path(__file__).resolve().parents[1] / "data_registry"
 
 
 def board_data_dir() -> str | None:
@@ -311,11 +307,34 @@ def create_reward_plot(output_path: "str | os.PathLike") -> "Component | None":
     return gr.Plot(gen_reward_plot(trainer_log), label=f"Loss and rewards: {', '.join(names)}")
 
 
-def launch_board(data_dir: "str | os.PathLike | None" = None) -> int:
-    r"""Run LLaMA Board (`llamafactory-cli webui`) with a default data dir, the plugin's data_registry unless given."""
-    os.environ[DATA_DIR_ENV] = str(Path(data_dir or data_registry_dir()).resolve())
-    from llamafactory.webui.interface import run_web_ui
+def launch_board(
+    data_dir: "str | os.PathLike | None" = None, host: str | None = None, port: int | None = None, share: bool = False
+) -> int:
+    r"""Run LLaMA Board (`llamafactory-cli webui`) on `host:port`, the data dir the plugin's data_registry unless given.
 
+    Unset options keep LLaMA Board's environment variables (`GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`,
+    `GRADIO_SHARE`, `GRADIO_IPV6`); the address printed is the one gradio listens on.
+    """
+    os.environ[DATA_DIR_ENV] = str(Path(data_dir or data_registry_dir()).resolve())
+    from llamafactory.extras.misc import fix_proxy, is_env_enabled
+    from llamafactory.webui.interface import create_ui
+
+    ipv6 = is_env_enabled("GRADIO_IPV6")
+    host = host or os.getenv("GRADIO_SERVER_NAME", "[::]" if ipv6 else "0.0.0.0")
+    port = port or int(os.getenv("GRADIO_SERVER_PORT", "7860"))
+    share = share or is_env_enabled("GRADIO_SHARE")
     print(f"[llamafactory-fea] LLaMA Board data dir: {os.environ[DATA_DIR_ENV]}", flush=True)
-    run_web_ui()
+    fix_proxy(ipv6_enabled=ipv6)
+    board = create_ui().queue()
+    try:
+        board.launch(share=share, server_name=host, server_port=port, inbrowser=True, prevent_thread_lock=True)
+    except OSError as error:  # gradio's "Cannot find empty port", or an address this machine does not have
+        print(f"error: LLaMA Board cannot listen on {host}:{port} ({error}): pass a free --port or another --host.")
+        return 1
+
+    print(f"[llamafactory-fea] LLaMA Board listening on {board.local_url}", flush=True)
+    if board.share_url:
+        print(f"[llamafactory-fea] public share link: {board.share_url}", flush=True)
+
+    board.block_thread()
     return 0

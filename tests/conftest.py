@@ -29,6 +29,11 @@ def cli_env(**overrides: str) -> dict[str, str]:
     return {**os.environ, **OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1", **overrides}
 
 
+def python_path() -> str:
+    r"""The repository first, then the caller's PYTHONPATH (LLaMA-Factory main's src/, a target dir with ray, ...)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
     r"""Run a command of this venv (`llamafactory-cli ...`, `llamafactory-fea ...`) and capture its output."""
     command = [str(BIN / args[0]), *args[1:]]

@@ -1,5 +1,6 @@
 r"""`llamafactory-fea eval`: the checked join with a dataset, labelled files, reports, the judge (a local stub)."""
 
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from llamafactory_fea.cli import main
+from llamafactory_fea.data.records import register_dataset
 from llamafactory_fea.demo.data import make_demo
 from llamafactory_fea.eval.predictions import load_samples
 from llamafactory_fea.eval.runner import evaluate
@@ -227,3 +229,65 @@ def test_faba_benchmark_reports_rege(tmp_path: Path) -> None:
     assert "REGE emotion = S_re 100.0" in report
     assert "| Qwen2.5-VL-7B zero-shot (paper) | 22.1 | 16.9 | 20.7 | 26.3 |" in report
     assert "| This run | – | – | – | 100.0 |" in report
+
+
+def test_default_output_dir_beside_the_predictions_and_one_summary_line(demo, tmp_path: Path, capsys) -> None:
+    registry, predictions = demo
+    copied = tmp_path / "run" / "generated_predictions.jsonl"
+    copied.parent.mkdir()
+    copied.write_bytes(predictions.read_bytes())
+    assert run(str(copied), "--dataset-dir", str(registry), "--dataset", "fea_demo_test") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("demo: ")
+    assert "emotion accuracy" in out[0]
+    assert "| Metric |" not in "\n".join(out)  # the tables are in report.md, not on the terminal
+    assert (tmp_path / "run" / "eval_fea_demo_test" / "report.md").is_file()
+
+
+def test_confusion_figure_draws_only_the_classes_the_labels_use() -> None:
+    from llamafactory_fea.eval.report import confusion_png, confusion_view
+
+    rows = ["anger", "contempt", "sadness"]  # an 8-class label space cut down; contempt has no label here
+    columns = [*rows, "(other)", "(no answer)"]
+    matrix = [[3, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 1, 2, 0, 1]]
+    confusion = {"rows": rows, "columns": columns, "matrix": matrix}
+    names, drawn, counts = confusion_view(confusion)
+    assert names == ["anger", "sadness"]  # no empty contempt row
+    assert drawn == ["anger", "contempt", "sadness", "(no answer)"]  # contempt was answered once; no empty (other)
+    assert counts == [[3, 0, 1, 0], [0, 1, 2, 1]]
+    with Image.open(io.BytesIO(confusion_png({"confusion": confusion, "accuracy": 5 / 8}, "Test"))) as image:
+        assert image.format == "PNG"
+
+
+class Terminal(io.StringIO):
+    r"""A stderr that says it is a terminal, so progress bars draw on it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(demo, tmp_path: Path, monkeypatch) -> None:
+    registry, predictions = demo
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    load_samples(predictions, registry, "fea_demo_test")
+    assert "reading fea_demo_test" in terminal.getvalue()
+    assert "sample" in terminal.getvalue()
+    piped = io.StringIO()
+    monkeypatch.setattr("sys.stderr", piped)
+    load_samples(predictions, registry, "fea_demo_test")
+    assert piped.getvalue() == ""
+
+
+def test_json_array_dataset_is_joined_as_llamafactory_reads_it(demo, tmp_path: Path) -> None:
+    registry, predictions = demo
+    rows = [json.loads(line) for line in (registry / "demo" / "fea_demo_test.jsonl").read_text().splitlines()]
+    (tmp_path / "demo").symlink_to(registry / "demo")
+    (tmp_path / "test.json").write_text(json.dumps(rows))
+    register_dataset(tmp_path, "fea_demo_test", "test.json")
+    from_json, _ = load_samples(predictions, tmp_path, "fea_demo_test")
+    from_jsonl, _ = load_samples(predictions, registry, "fea_demo_test")
+    assert [(s.emotion, s.aus, s.reference) for s in from_json] == [
+        (s.emotion, s.aus, s.reference) for s in from_jsonl
+    ]
+    assert len(from_json) == len(rows)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, EXAMPLES, ROOT, run_cli
+from .conftest import BIN, EXAMPLES, python_path, run_cli
 from .test_grpo_e2e import (
     CPU_OVERRIDES,
     RECORD_ENV,
@@ -25,11 +25,6 @@ from .test_grpo_e2e import (
     run_grpo,
     step_logs,
 )
-
-
-def python_path() -> str:
-    r"""The repository first, then whatever the caller's PYTHONPATH adds (e.g. a target dir holding ray/deepspeed)."""
-    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.mark.e2e

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, DATA_REGISTRY, EXAMPLES, ROOT, run_cli
+from .conftest import BIN, DATA_REGISTRY, EXAMPLES, python_path, run_cli
 
 
 RECORD_ENV = "FEA_GRPO_TEST_RECORD"
@@ -52,7 +52,7 @@ def record_labels(completions, emotion=None, aus=None, images=None, completion_i
 def run_grpo(tiny_model: Path, output_dir: Path, record: Path, *overrides: str, **env: str):
     r"""`llamafactory-cli train examples/fea_grpo.yaml` with CPU overrides; returns the completed process."""
     args = [f"model_name_or_path={tiny_model}", f"output_dir={output_dir}", *CPU_OVERRIDES, *overrides]
-    env = {"PYTHONPATH": str(ROOT), RECORD_ENV: str(record), "OMP_NUM_THREADS": "1", **env}
+    env = {"PYTHONPATH": python_path(), RECORD_ENV: str(record), "OMP_NUM_THREADS": "1", **env}
     return run_cli(["llamafactory-cli", "train", str(EXAMPLES / "fea_grpo.yaml"), *args], **env)
 
 

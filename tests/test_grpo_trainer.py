@@ -109,6 +109,15 @@ def test_reference_model_dtype_for_full_tuning(tiny_model: Path, tmp_path: Path)
     assert config.model_init_kwargs["dtype"] == model_args.compute_dtype
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_reference_model_honours_trust_remote_code(tiny_model: Path, tmp_path: Path, trust: bool):
+    model_args, _, training_args, finetuning_args, _ = train_args(
+        tiny_model, tmp_path, finetuning_type="freeze", trust_remote_code=trust
+    )
+    config = build_grpo_config(model_args, training_args, finetuning_args, GRPOArguments(num_generations=4), None)
+    assert config.model_init_kwargs["trust_remote_code"] is trust
+
+
 def test_batch_must_hold_whole_groups(tiny_model: Path, tmp_path: Path):
     model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path)
     with pytest.raises(ValueError, match=r"\(4 completions\).*`num_generations` \(8\)"):

@@ -113,7 +113,7 @@ def test_unsupported_llamafactory_version_is_refused(
         assert calls == [stock_config]
         assert calls[0] is stock_config  # the stock function, with the very same config
         for args in ({"stage": "synth"}, ["--stage", "grpo"], {"stage": "sft", "synth_callback_every_n_epochs": 1}):
-            with pytest.raises(ValueError, match=r"llamafactory 0\.9\.5, found 0\.9\.9.*LLAMAFACTORY_FEA_FORCE=1"):
+            with pytest.raises(ValueError, match=r"0\.9\.5, 0\.9\.6\.dev0, found 0\.9\.9.*LLAMAFACTORY_FEA_FORCE=1"):
                 tuner._training_function({"args": args, "callbacks": []})
     finally:
         seam.host_supported.cache_clear()
@@ -121,8 +121,48 @@ def test_unsupported_llamafactory_version_is_refused(
     assert len(calls) == 1
     assert constants.TRAINING_STAGES == {"Supervised Fine-Tuning": "sft"}
     message = capsys.readouterr().err
-    for expected in ("0.9.9", "llamafactory==0.9.5", "LLAMAFACTORY_FEA_FORCE"):
+    for expected in ("0.9.9", "0.9.6.dev0 (its main branch", "llamafactory==0.9.5", "LLAMAFACTORY_FEA_FORCE"):
         assert expected in message
+
+
+@pytest.mark.parametrize("version", ["0.9.5", "0.9.6.dev0"])
+def test_tested_llamafactory_versions_are_accepted(
+    version: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    import llamafactory.extras.env
+
+    monkeypatch.setattr(llamafactory.extras.env, "VERSION", version)
+    monkeypatch.delenv("LLAMAFACTORY_FEA_FORCE", raising=False)
+    seam.host_supported.cache_clear()
+    try:
+        assert seam.off_reason() is None
+    finally:
+        seam.host_supported.cache_clear()
+
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("version", ["0.9.6.dev0", "0.9.9"])
+def test_version_option_prints_ours_and_the_hosts(
+    version: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    import llamafactory.extras.env
+
+    from llamafactory_fea import __version__
+    from llamafactory_fea.cli import main
+
+    monkeypatch.setattr(llamafactory.extras.env, "VERSION", version)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+
+    assert exit_info.value.code == 0
+    ours, host = capsys.readouterr().out.splitlines()
+    assert ours == f"llamafactory-fea {__version__}"
+    if version == "0.9.6.dev0":
+        assert host == "llamafactory 0.9.6.dev0, tested: its main branch at ff6d4d12e (2026-08-18)"
+    else:
+        assert host.startswith("llamafactory 0.9.9, not tested (tested: 0.9.5 (the 0.9.5 release), 0.9.6.dev0 (")
+        assert host.endswith("the plugin is off unless LLAMAFACTORY_FEA_FORCE=1")
 
 
 def test_switched_off_guard_gives_way_to_the_stock_error_when_it_cannot_read_the_args(
@@ -269,13 +309,17 @@ def test_plugin_stage_with_hyper_parallel_is_refused_not_run_as_sft(host_routes:
     assert host_routes == ["hyper_parallel sft"]
 
 
-def test_plugin_stage_with_use_mca_is_refused_not_run_as_sft(
-    host_routes: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("setting", ["USE_MCA", "USE_MEGATRON_BRIDGE"])
+def test_plugin_stage_with_a_megatron_switch_is_refused_not_run_as_sft(
+    setting: str, host_routes: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import llamafactory.train.tuner as tuner
 
-    monkeypatch.setenv("USE_MCA", "1")
-    with pytest.raises(ValueError, match=r"Stage synth cannot run with USE_MCA=1.*Unset USE_MCA"):
+    if setting not in seam.host_env_routes():
+        pytest.skip(f"this LLaMA-Factory has no {setting} route (main has Megatron Bridge; scripts/test_main.sh)")
+
+    monkeypatch.setenv(setting, "1")
+    with pytest.raises(ValueError, match=rf"Stage synth cannot run with {setting}=1.*Unset"):
         tuner._training_function(
             {"args": {**GRPO_ARGS, "stage": "synth", "output_dir": str(tmp_path)}, "callbacks": []}
         )

@@ -167,3 +167,19 @@ def test_cli_exit_codes(registry: Path) -> None:
     assert bad.returncode == 1
     assert "2 rows, 1 valid, 1 problems" in bad.stdout
     assert f"{path}:2:bad: 'aus' must be sorted" in bad.stdout
+
+
+def test_missing_converter_output_names_the_convert_command(registry: Path) -> None:
+    register_dataset(registry, "fea20k_train", "fea20k/train.jsonl")
+    problem = str(validate_datasets(registry, ["fea20k_train"])[0].problems[0])
+    assert f"file not found: run `llamafactory-fea data convert fea20k ... --dataset-dir {registry}`" in problem
+
+
+def test_json_array_is_read_as_llamafactory_reads_it(registry: Path) -> None:
+    (registry / "data.json").write_text(json.dumps([good_row("a"), edited(id="b", emotion="joy")]))
+    register_dataset(registry, "data", "data.json")
+    report = validate_datasets(registry, ["data"])[0]
+    assert (report.rows, report.valid) == (2, 1)
+    assert "data.json:2:b: 'emotion' must be a normalised emotion" in str(report.problems[0])
+    (registry / "data.json").write_text("[{")
+    assert "LLaMA-Factory cannot read it" in str(validate_datasets(registry, ["data"])[0].problems[0])

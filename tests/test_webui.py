@@ -2,8 +2,10 @@ r"""LLaMA Board with the plugin: stage list, FEA settings widgets, their args, s
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from llamafactory_fea import webui
 from llamafactory_fea.train.plugin import STAGES
 
-from .conftest import DATA_REGISTRY, ROOT, cli_env
+from .conftest import BIN, DATA_REGISTRY, cli_env, python_path
 
 
 STOCK_STAGES = ("Supervised Fine-Tuning", "Reward Modeling", "PPO", "DPO", "KTO", "Pre-Training")
@@ -258,7 +260,7 @@ def _stock_probe(**env: str) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=env.pop("cwd"),
-        env={**cli_env(**env), "PYTHONPATH": str(ROOT)},
+        env={**cli_env(**env), "PYTHONPATH": python_path()},
         capture_output=True,
         text=True,
         timeout=300,
@@ -292,7 +294,7 @@ def test_a_broken_board_patch_warns_once_and_the_stock_board_builds(engine: Any,
     result = subprocess.run(
         [sys.executable, "-c", "import tests.test_webui as t; t.broken_board_outputs()"],
         cwd=tmp_path,
-        env={**cli_env(), "PYTHONPATH": str(ROOT)},
+        env={**cli_env(), "PYTHONPATH": python_path()},
         capture_output=True,
         text=True,
         timeout=300,
@@ -353,17 +355,41 @@ def test_data_dir_variable_sets_the_board_default(tmp_path: Path):
     )
 
 
-def test_webui_command_points_the_board_at_the_data_registry(monkeypatch: pytest.MonkeyPatch):
+def test_webui_command_points_the_board_at_the_data_registry(monkeypatch: pytest.MonkeyPatch, capsys):
     import llamafactory.webui.interface as interface
 
     from llamafactory_fea.cli import main
 
     seen = {}
+
+    class Board:
+        local_url, share_url = "http://127.0.0.1:7861/", None
+
+        def queue(self) -> "Board":
+            return self
+
+        def launch(self, **kwargs: Any) -> None:
+            seen.update(kwargs, dir=os.environ[webui.DATA_DIR_ENV])
+
+        def block_thread(self) -> None:
+            seen["blocked"] = True
+
     monkeypatch.delenv(webui.DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(interface, "run_web_ui", lambda: seen.setdefault("dir", os.environ[webui.DATA_DIR_ENV]))
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    monkeypatch.setattr(interface, "create_ui", Board)
     assert main(["webui"]) == 0
     assert seen["dir"] == str(DATA_REGISTRY.resolve())
     assert (Path(seen["dir"]) / "dataset_info.json").is_file()
+    assert (seen["server_name"], seen["server_port"], seen["share"], seen["blocked"]) == ("0.0.0.0", 7861, False, True)
+    assert main(["webui", "--host", "127.0.0.1", "--port", "8000", "--share"]) == 0
+    assert (seen["server_name"], seen["server_port"], seen["share"]) == ("127.0.0.1", 8000, True)
+
+    def busy(self: Board, **kwargs: Any) -> None:
+        raise OSError("port in use")
+
+    monkeypatch.setattr(Board, "launch", busy)
+    assert main(["webui", "--port", "8000"]) == 1
+    assert "cannot listen on 0.0.0.0:8000 (port in use): pass a free --port" in capsys.readouterr().out
 
 
 @pytest.fixture
@@ -438,3 +464,28 @@ def test_abort_from_the_board_stops_the_training_process(grpo_board: Any, tiny_m
     assert not [process for process in processes if process.is_running() and process.status() != "zombie"]
     assert max(log["current_steps"] for log in webui.read_trainer_log(log_path.parent)) < 500
     assert not runner.running
+
+
+def test_board_listens_on_the_address_it_prints(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    command = [str(BIN / "llamafactory-fea"), "webui", "--host", "127.0.0.1", "--port", str(port)]
+    env = cli_env(GRADIO_SERVER_PORT="1", BROWSER="true", GRADIO_ANALYTICS_ENABLED="False")
+    board = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        for line in board.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                break
+
+        assert f"LLaMA Board listening on http://127.0.0.1:{port}/" in lines[-1], "".join(lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as page:
+            assert page.status == 200
+    finally:
+        board.terminate()
+        board.wait(timeout=60)

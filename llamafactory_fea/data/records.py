@@ -1,13 +1,13 @@
 r"""FEA records as LLaMA-Factory sharegpt rows with `emotion` and `aus` label columns, and the dataset registry."""
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..fea.prompts import FEAPrompts
-from .files import RecordError, atomic_write, check_folder, read_text
+from .files import RecordError, atomic_write, check_folder, json_lines, read_text
 
 
 DATASET_INFO = "dataset_info.json"
@@ -93,3 +93,25 @@ def register_dataset(dataset_dir: "str | Path", name: str, file_name: str) -> Pa
     info_path = Path(dataset_dir) / DATASET_INFO
     atomic_write(info_path, registry_text(dataset_dir, {name: dataset_info_entry(file_name)}))
     return info_path
+
+
+def dataset_file_rows(path: "str | Path") -> Iterator[tuple[int, Any]]:
+    r"""(line or record number, row) of a dataset file: JSONL line by line, a `.json` array as LLaMA-Factory reads it.
+
+    A broken JSONL line's row is its `RecordError`; a `.json` file that `datasets` cannot read raises `RecordError`.
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        yield from json_lines(path)
+        return
+
+    from datasets import load_dataset
+
+    try:
+        rows = load_dataset("json", data_files=str(path), split="train")
+    except Exception as error:  # datasets wraps the JSON and schema errors in several types
+        raise RecordError(
+            str(path), None, f"LLaMA-Factory cannot read it ({type(error).__name__}: {error}): fix the JSON."
+        ) from None
+
+    yield from enumerate(rows, start=1)

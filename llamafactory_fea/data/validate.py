@@ -10,8 +10,8 @@ from PIL import Image
 from ..fea.aus import AU_CATALOGUE, format_au
 from ..fea.emotions import EMOTIONS
 from ..fea.parsing import parse_completion
-from .files import RecordError, json_lines, record_error
-from .records import DATASET_INFO, read_dataset_info
+from .files import RecordError, record_error
+from .records import DATASET_INFO, dataset_file_rows, read_dataset_info
 
 
 IMAGE_TOKEN = "<image>"
@@ -161,14 +161,40 @@ class FileReport:
         return "\n".join(lines)
 
 
-def validate_file(dataset: str, path: Path, checker: RowChecker) -> FileReport:
-    r"""Validate every line of a JSONL dataset file."""
+def missing_file_fix(path: Path, dataset_dir: "str | Path") -> str:
+    r"""What makes a registered file that is missing: the `data convert` command when a converter writes it.
+
+    Converters write `<name>/<split>.jsonl` and live in `converters/<name>.py` (read from the folder: the converters
+    import this module).
+    """
+    source = path.parent.name
+    if (
+        path.suffix == ".jsonl"
+        and source != "base"
+        and (Path(__file__).parent / "converters" / f"{source}.py").is_file()
+    ):
+        return (
+            f"run `llamafactory-fea data convert {source} ... --dataset-dir {dataset_dir}` on your copy of the data "
+            f"(options: `llamafactory-fea data convert {source} --help`), or fix 'file_name'."
+        )
+
+    return "convert the dataset or fix 'file_name'."
+
+
+def validate_file(dataset: str, path: Path, checker: RowChecker, dataset_dir: "str | Path" = ".") -> FileReport:
+    r"""Validate every line of a JSONL or JSON-array dataset file (read as LLaMA-Factory reads it)."""
     report = FileReport(dataset, str(path))
     if not path.is_file():
-        report.problems.append(RecordError(str(path), None, "file not found: convert the dataset or fix 'file_name'."))
+        report.problems.append(RecordError(str(path), None, f"file not found: {missing_file_fix(path, dataset_dir)}"))
         return report
 
-    for line, row in json_lines(path):
+    try:
+        rows = list(dataset_file_rows(path))
+    except RecordError as error:
+        report.problems.append(error)
+        return report
+
+    for line, row in rows:
         report.rows += 1
         errors = [row] if isinstance(row, RecordError) else checker.check(row, str(path), line)
         report.problems += errors
@@ -199,7 +225,7 @@ def validate_datasets(
             reports.append(report)
             continue
 
-        reports.append(validate_file(dataset, dataset_dir / info[dataset]["file_name"], checker))
+        reports.append(validate_file(dataset, dataset_dir / info[dataset]["file_name"], checker, dataset_dir))
 
     return reports
 
@@ -210,7 +236,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", action="append", required=True, help="Registered dataset name; repeat for several."
     )
-    parser.add_argument("--media-dir", default=None, help="Folder image paths are relative to (default: dataset dir).")
+    parser.add_argument("--media-dir", default=None, help="Folder image paths are relative to; None: the dataset dir.")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.files import json_lines
+from ..resources import data_registry_dir, examples_dir
 
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-DATA_REGISTRY = ROOT / "data_registry"
+EXAMPLES = examples_dir()
+DATA_REGISTRY = data_registry_dir()
 OFFLINE_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "HF_HUB_OFFLINE": "1",
@@ -105,7 +105,7 @@ def _run_stage(stage: DemoStage, log_path: Path) -> float:
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         result = subprocess.run(
-            command, cwd=ROOT, env={**os.environ, **OFFLINE_ENV}, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=log_path.parent, env={**os.environ, **OFFLINE_ENV}, stdout=log, stderr=subprocess.STDOUT
         )
 
     if result.returncode != 0:

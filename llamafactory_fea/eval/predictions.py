@@ -1,11 +1,12 @@
 r"""Predictions to score: LLaMA-Factory's `generated_predictions.jsonl` joined with its dataset, or labelled JSONL."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.files import RecordError, json_lines
-from ..data.records import DATASET_INFO, read_dataset_info
+from ..data.files import RecordError
+from ..data.records import DATASET_INFO, dataset_file_rows, read_dataset_info
 from ..fea.aus import UnknownAUError
 from ..fea.emotions import UnknownEmotionError
 from ..fea.labels import label_aus, label_columns, label_emotion, think_text
@@ -43,14 +44,21 @@ class JoinInfo:
     truncated_labels: int = 0
 
 
+def progress(items: Iterable[Any], total: int, description: str) -> Iterable[Any]:
+    r"""`items` with a progress bar on stderr when it is a terminal (none in logs and pipes)."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=description, unit="sample", disable=None, leave=False)
+
+
 def read_jsonl(path: "str | Path") -> list[tuple[int, dict[str, Any]]]:
-    r"""(line number, object) for each non-empty line, raising `RecordError` on a broken line or a non-object."""
+    r"""(line number, object) for each row of a JSONL (or `.json` array) file; `RecordError` on a broken row."""
     path = Path(path)
     if not path.exists():
         raise RecordError(str(path), None, "file not found.")
 
     rows = []
-    for line, row in json_lines(path):
+    for line, row in dataset_file_rows(path):
         if isinstance(row, RecordError):
             raise row
 
@@ -99,7 +107,7 @@ def _sample(index: int, record_id: str, completion: str, gold: dict[str, Any], s
 
 
 def dataset_rows(dataset_dir: "str | Path", dataset: str) -> tuple[Path, list[tuple[int, dict[str, Any]]]]:
-    r"""The rows of a dataset registered in `dataset_dir/dataset_info.json` (a local JSONL file)."""
+    r"""The rows of a dataset registered in `dataset_dir/dataset_info.json` (a local JSONL or JSON-array file)."""
     info_path = Path(dataset_dir) / DATASET_INFO
     info = read_dataset_info(dataset_dir)
     if not info_path.is_file():
@@ -143,7 +151,8 @@ def join_predictions(
 
     info = JoinInfo(str(predictions), dataset, str(path), len(rows))
     samples = []
-    for index, ((line, prediction), (_, row)) in enumerate(zip(predicted, rows)):
+    joined = progress(zip(predicted, rows), len(rows), f"reading {dataset}")
+    for index, ((line, prediction), (_, row)) in enumerate(joined):
         if not isinstance(prediction.get("predict"), str) or not isinstance(prediction.get("label"), str):
             raise RecordError(str(predictions), line, "expected LLaMA-Factory's 'predict' and 'label' strings.")
 
@@ -168,7 +177,8 @@ def join_predictions(
 def labelled_predictions(predictions: "str | Path") -> tuple[list[EvalSample], JoinInfo]:
     r"""Read JSONL lines that carry their own labels: a completion field plus `emotion`/`aus` (or `labels`/`AUs`)."""
     samples = []
-    for index, (line, row) in enumerate(read_jsonl(predictions)):
+    rows = read_jsonl(predictions)
+    for index, (line, row) in enumerate(progress(rows, len(rows), f"reading {Path(predictions).name}")):
         completion = next((row[key] for key in COMPLETION_FIELDS if isinstance(row.get(key), str)), None)
         if completion is None:
             raise RecordError(str(predictions), line, f"no completion: give one of {', '.join(COMPLETION_FIELDS)}.")

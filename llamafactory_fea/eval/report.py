@@ -172,58 +172,80 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=200, bbox_inches="tight")
     return buffer.getvalue()
 
 
-def confusion_png(emotion: dict[str, Any], title: str) -> bytes:
-    r"""The confusion matrix as a PNG: colour by row share, counts written in the cells."""
+def _pyplot() -> Any:
+    r"""Matplotlib's pyplot on the Agg backend (no display needed), with type sizes readable at paper size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 10})
+    return plt
+
+
+def confusion_view(confusion: dict[str, Any]) -> tuple[list[str], list[str], list[list[int]]]:
+    r"""The rows, columns and counts to draw: the classes the labels use, and any other answer that was given."""
+    matrix = confusion["matrix"]
+    rows = [i for i, counts in enumerate(matrix) if sum(counts)]  # no empty row for a class the data lacks
+    row_names = [confusion["rows"][i] for i in rows]
+    columns = [
+        j for j, name in enumerate(confusion["columns"]) if name in row_names or any(matrix[i][j] for i in rows)
+    ]
+    counts = [[matrix[i][j] for j in columns] for i in rows]
+    return row_names, [confusion["columns"][j] for j in columns], counts
+
+
+def confusion_png(emotion: dict[str, Any], title: str) -> bytes:
+    r"""The confusion matrix as a PNG: row-normalised percentages with counts, over the classes the labels use."""
     import numpy as np
 
-    confusion = emotion["confusion"]
-    matrix = np.array(confusion["matrix"], dtype=float)
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(confusion["columns"]), 1.0 + 0.7 * len(confusion["rows"])))
-    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=45, ha="right")
-    axes.set_yticks(range(len(confusion["rows"])), confusion["rows"])
+    plt = _pyplot()
+    row_names, columns, counts = confusion_view(emotion["confusion"])
+    matrix = np.array(counts, dtype=int)
+    shares = 100.0 * matrix / matrix.sum(axis=1, keepdims=True)
+    figure, axes = plt.subplots(figsize=(1.8 + 0.62 * len(columns), 1.2 + 0.5 * len(row_names)))
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=100)
+    colour_bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    colour_bar.set_label("% of the true class")
+    axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    axes.set_yticks(range(len(row_names)), row_names)
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            axes.text(j, i, int(count), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
+            colour = "white" if shares[i, j] > 55 else "black"
+            axes.text(j, i, f"{shares[i, j]:.0f}%\n({count})", ha="center", va="center", color=colour, fontsize=7)
 
-    axes.set_xlabel("answer")
-    axes.set_ylabel("label")
-    axes.set_title(f"{title}: accuracy {emotion['accuracy'] * 100:.1f}%")
+    axes.set_xlabel("Predicted")
+    axes.set_ylabel("True")
+    axes.set_title(f"{title}: accuracy {emotion['accuracy'] * 100:.1f}% (n={int(matrix.sum())})")
     data = _png(figure)
     plt.close(figure)
     return data
 
 
 def au_f1_png(au: dict[str, Any], title: str) -> bytes:
-    r"""Per-AU F1 bars (hatched where the AU has no positive label) with the macro-F1 as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    r"""Per-AU F1 bars with their values (hatched where the AU has no positive label), the macro-F1 as a line."""
+    plt = _pyplot()
     names = list(au["per_au"])
     values = [au["per_au"][name]["f1"] * 100 for name in names]
-    figure, axes = plt.subplots(figsize=(1.5 + 0.5 * len(names), 3.5))
+    figure, axes = plt.subplots(figsize=(1.5 + 0.45 * len(names), 3.2))
     bars = axes.bar(names, values, color="tab:blue")
     for bar, name in zip(bars, names):
         if not au["per_au"][name]["positives"]:
             bar.set_hatch("//")
             bar.set_alpha(0.4)
 
+    axes.bar_label(bars, labels=[f"{value:.0f}" for value in values], padding=2, fontsize=7)
     if au["macro_f1"] is not None:
-        axes.axhline(au["macro_f1"] * 100, color="tab:red", linestyle="--", label=f"macro {au['macro_f1'] * 100:.1f}")
-        axes.legend(loc="upper right")
+        axes.axhline(
+            au["macro_f1"] * 100, color="tab:red", linestyle="--", label=f"macro F1 {au['macro_f1'] * 100:.1f}"
+        )
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the axes, clear of bars
 
-    axes.set_ylim(0, 100)
+    axes.set_ylim(0, 108)
     axes.set_ylabel("F1 (%)")
     axes.set_title(f"{title}: per-AU F1")
     axes.tick_params(axis="x", rotation=45)

@@ -30,7 +30,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Which benchmark's label space, AU set and paper numbers to use (default: from --dataset, else generic).",
     )
-    parser.add_argument("--output-dir", required=True, help="Where metrics.json, report.md and the PNGs go.")
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="Where metrics.json, report.md and the PNGs go; None: eval_<dataset or file name> beside the predictions.",
+    )
     parser.add_argument(
         "--judge-url", default=None, help="OpenAI-compatible base URL (e.g. https://host/v1) to judge."
     )
@@ -54,6 +58,7 @@ def evaluate(
     r"""Every metric of the samples for a benchmark (docs/benchmarks.md) as a JSON-ready dict, and judge results."""
     from . import metrics
     from .judge import judge
+    from .predictions import progress
 
     spec = BENCHMARKS[benchmark]
     results: dict[str, Any] = {
@@ -70,9 +75,8 @@ def evaluate(
     judged: dict[int, dict[str, Any]] = {}
     if judge_config is not None:
         referenced = [sample for sample in samples if sample.reference]
-        results["judge"] = judge(
-            judge_config, [metrics.reasoning_text(s) for s in referenced], [s.reference for s in referenced]
-        )
+        reasonings = progress([metrics.reasoning_text(s) for s in referenced], len(referenced), "judging")
+        results["judge"] = judge(judge_config, reasonings, [s.reference for s in referenced])
         judged = {sample.index: scored for sample, scored in zip(referenced, results["judge"].pop("results"))}
 
     return results, judged
@@ -119,11 +123,26 @@ def score_predictions(
     return results, paths
 
 
+def summary_line(results: dict[str, Any]) -> str:
+    r"""One line of the headline figures (the full tables are in report.md)."""
+    emotion, au = results.get("emotion") or {}, results.get("au") or {}
+    figures = [
+        ("emotion accuracy", emotion.get("accuracy")),
+        ("emotion macro-F1", emotion.get("macro_f1")),
+        ("AU macro-F1", au.get("macro_f1")),
+        ("format rate", results.get("format_rate")),
+    ]
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in figures if isinstance(value, (int, float)))
+    return f"{results['benchmark']}: {results['samples']} samples; {shown}"
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    r"""`llamafactory-fea eval`: score, print the report and where it is. Exit 1 on bad input."""
+    r"""`llamafactory-fea eval`: score, print one summary line and where the reports are. Exit 1 on bad input."""
     from ..data.files import RecordError, check_folder
     from .judge import JudgeConfig, JudgeError
-    from .report import markdown
+
+    if args.output_dir is None:
+        args.output_dir = str(Path(args.predictions).parent / f"eval_{args.dataset or Path(args.predictions).stem}")
 
     if bool(args.judge_url) != bool(args.judge_model):
         print("error: give --judge-url and --judge-model together.")
@@ -160,6 +179,6 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"error: {error}")
         return 1
 
-    print(markdown(results))
+    print(summary_line(results))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
     return 0

@@ -57,7 +57,10 @@ def build_grpo_config(
         generation_kwargs=rollout_kwargs,  # the grpo key's, with the vision tokens suppressed
     )
     if grpo_args.beta > 0 and finetuning_args.finetuning_type != "lora":  # TRL loads the reference model itself
-        kwargs["model_init_kwargs"] = {"dtype": model_args.compute_dtype, "trust_remote_code": True}
+        kwargs["model_init_kwargs"] = {
+            "dtype": model_args.compute_dtype,
+            "trust_remote_code": model_args.trust_remote_code,
+        }
 
     return GRPOConfig(**kwargs)
 
