@@ -115,3 +115,18 @@ def dataset_file_rows(path: "str | Path") -> Iterator[tuple[int, Any]]:
         ) from None
 
     yield from enumerate(rows, start=1)
+
+
+def dataset_objects(path: "str | Path") -> list[tuple[int, dict[str, Any]]]:
+    r"""(line or record number, object) for each row of a dataset file; `RecordError` at the first row that is not one."""
+    objects = []
+    for line, row in dataset_file_rows(path):
+        if isinstance(row, RecordError):
+            raise row
+
+        if not isinstance(row, dict):
+            raise RecordError(str(path), line, f"expected a JSON object, got {type(row).__name__}.")
+
+        objects.append((line, row))
+
+    return objects

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..resources import data_registry_dir
 from .files import RecordError, jsonl, write_files
-from .records import DATASET_INFO, dataset_file_rows, dataset_info_entry, read_dataset_info, registry_text
+from .records import DATASET_INFO, dataset_info_entry, dataset_objects, read_dataset_info, registry_text
 from .validate import missing_file_fix
 
 
@@ -63,15 +63,7 @@ def register_datasets(
         if not path.is_file():
             raise RecordError(str(path), None, f"file not found: {missing_file_fix(path, source)}")
 
-        rows = []
-        for line, row in dataset_file_rows(path):
-            if isinstance(row, RecordError):
-                raise row
-
-            if not isinstance(row, dict):
-                raise RecordError(str(path), line, f"expected a JSON object, got {type(row).__name__}.")
-
-            rows.append(_absolute_images(row, source))
+        rows = [_absolute_images(row, source) for _, row in dataset_objects(path)]
 
         file_name = f"{COPY_FOLDER}/{name}.jsonl"
         entries[name] = {**entry, **dataset_info_entry(file_name)}

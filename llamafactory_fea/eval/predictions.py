@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.files import RecordError
-from ..data.records import DATASET_INFO, dataset_file_rows, read_dataset_info
+from ..data.records import DATASET_INFO, dataset_objects, read_dataset_info
 from ..fea.aus import UnknownAUError
 from ..fea.emotions import UnknownEmotionError
 from ..fea.labels import label_aus, label_columns, label_emotion, think_text
@@ -53,21 +53,10 @@ def progress(items: Iterable[Any], total: int, description: str) -> Iterable[Any
 
 def read_jsonl(path: "str | Path") -> list[tuple[int, dict[str, Any]]]:
     r"""(line number, object) for each row of a JSONL (or `.json` array) file; `RecordError` on a broken row."""
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         raise RecordError(str(path), None, "file not found.")
 
-    rows = []
-    for line, row in dataset_file_rows(path):
-        if isinstance(row, RecordError):
-            raise row
-
-        if not isinstance(row, dict):
-            raise RecordError(str(path), line, f"expected a JSON object, got {type(row).__name__}.")
-
-        rows.append((line, row))
-
-    return rows
+    return dataset_objects(path)
 
 
 def _normalise(text: str) -> str:
