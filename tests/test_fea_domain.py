@@ -40,6 +40,8 @@ from llamafactory_fea.fea.labels import (
     well_formed,
 )
 
+from .test_rewards import ref_clean_text  # the reference's clean_text, transcribed once
+
 
 @pytest.mark.parametrize(
     ("word", "expected"),
@@ -226,16 +228,6 @@ def old_last(pattern: str, text: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def old_clean_answer(text: str) -> str:
-    matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    if matches:
-        text = matches[-1]
-    for char in ["\n", "\r"]:
-        text = re.sub(r"(?<=\s)" + re.escape(char), "", text)
-        text = re.sub(r"(?<!\s)" + re.escape(char), " ", text)
-    return text.strip().rstrip(".").lower()
-
-
 def old_reference_aus(text: str) -> frozenset[str]:
     think = re.search(r"<think>(.*?)</think>", text, re.DOTALL | re.IGNORECASE)
     return frozenset(f"AU{n}" for n in re.findall(r"AU(\d+)", think.group(1).upper())) if think else frozenset()
@@ -276,7 +268,7 @@ def test_linear_tag_readers_read_exactly_what_the_regexes_read():
         assert (think_text(text), answer_text(text)) == (think and think.strip(), answer and answer.strip()), text
         formatted = re.fullmatch(r"<think>.*?</think>\s*<answer>.*?</answer>", text, re.DOTALL) is not None
         assert well_formed(text) == formatted, text
-        assert clean_answer(text) == old_clean_answer(text), text
+        assert clean_answer(text) == ref_clean_text(text), text
         assert reference_aus(text) == old_reference_aus(text), text
         assert named_emotions(text) == old_named_emotions(text), text
         for part in (text, answer, think):
