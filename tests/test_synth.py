@@ -350,12 +350,32 @@ def test_callback_keys_of_the_old_spelling_still_work_with_a_deprecation_warning
         SynthesisCallbackArguments(synth_callback_dataset="a", synthesis_dataset="b")
 
 
-def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_path: Path, face: str):
+def load_registered_samples(folder: Path, rows: list[dict], workers: int = 1) -> list:
+    r"""Register `rows` as `fea_set` in `folder` and load them as synthesis samples through LLaMA-Factory's loader."""
     from llamafactory.hparams import get_train_args
 
     from llamafactory_fea.data.files import write_jsonl
-    from llamafactory_fea.data.records import FEARecord, register_dataset
+    from llamafactory_fea.data.records import register_dataset
     from llamafactory_fea.train.synth.samples import load_samples
+
+    write_jsonl(folder / "set.jsonl", rows)
+    register_dataset(folder, "fea_set", "set.jsonl")
+    model_args, data_args, training_args, _, _ = get_train_args(
+        {
+            "model_name_or_path": "unused",
+            "stage": "sft",
+            "dataset": "fea_set",
+            "dataset_dir": str(folder),
+            "output_dir": str(folder / "out"),
+            "template": "qwen2_vl",
+            "preprocessing_num_workers": workers,
+        }
+    )
+    return load_samples(data_args.dataset, model_args, data_args, training_args)
+
+
+def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_path: Path, face: str):
+    from llamafactory_fea.data.records import FEARecord
 
     Image.open(face).save(tmp_path / "a.png")
     rows = [
@@ -367,20 +387,7 @@ def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_
         },
         FEARecord("y", "missing.png", "anger", [], None, "demo").to_row(),  # no AU labels
     ]
-    write_jsonl(tmp_path / "set.jsonl", rows)
-    register_dataset(tmp_path, "fea_set", "set.jsonl")
-    model_args, data_args, training_args, _, _ = get_train_args(
-        {
-            "model_name_or_path": "unused",
-            "stage": "sft",
-            "dataset": "fea_set",
-            "dataset_dir": str(tmp_path),
-            "output_dir": str(tmp_path / "out"),
-            "template": "qwen2_vl",
-            "preprocessing_num_workers": 1,
-        }
-    )
-    samples = load_samples(data_args.dataset, model_args, data_args, training_args)
+    samples = load_registered_samples(tmp_path, rows)
 
     assert [s.key for s in samples] == ["fea_set/x", "fea_set/x#1", "fea_set/2", "fea_set/y"]
     assert [s.index for s in samples] == [0, 1, 2, 3]
@@ -394,11 +401,7 @@ def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_
 def test_unreadable_images_of_usable_samples_are_found_and_said_at_load_time(
     tmp_path: Path, face: str, caplog: pytest.LogCaptureFixture
 ):
-    from llamafactory.hparams import get_train_args
-
-    from llamafactory_fea.data.files import write_jsonl
-    from llamafactory_fea.data.records import FEARecord, register_dataset
-    from llamafactory_fea.train.synth.samples import load_samples
+    from llamafactory_fea.data.records import FEARecord
 
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     rows = [
@@ -406,29 +409,16 @@ def test_unreadable_images_of_usable_samples_are_found_and_said_at_load_time(
         FEARecord("b", "missing.png", "anger", [], None, "demo").to_row(),  # no AU labels: skipped, never opened
         FEARecord("c", "corrupt.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row(),
     ]
-    write_jsonl(tmp_path / "set.jsonl", rows)
-    register_dataset(tmp_path, "fea_set", "set.jsonl")
-    args = {
-        "model_name_or_path": "unused",
-        "stage": "sft",
-        "dataset": "fea_set",
-        "dataset_dir": str(tmp_path),
-        "output_dir": str(tmp_path / "out"),
-        "template": "qwen2_vl",
-        "preprocessing_num_workers": 2,
-    }
-    model_args, data_args, training_args, _, _ = get_train_args(args)
     logger = logging.getLogger("llamafactory_fea")
     logger.addHandler(caplog.handler)
     try:
-        samples = load_samples(data_args.dataset, model_args, data_args, training_args)
+        samples = load_registered_samples(tmp_path, rows, workers=2)
         assert [sample.problem for sample in samples] == [None, "no_labels", "unreadable_image"]
         assert re.search(r"Dataset fea_set, record c: image .*corrupt.png cannot be read as an image", caplog.text)
         assert "missing.png" not in caplog.text  # a sample without AU labels is skipped without opening its image
 
         rows[2] = FEARecord("c", "gone.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row()
-        write_jsonl(tmp_path / "set.jsonl", rows)
-        samples = load_samples(data_args.dataset, model_args, data_args, training_args)
+        samples = load_registered_samples(tmp_path, rows, workers=2)
         assert samples[2].problem == "unreadable_image"
         assert re.search(r"Dataset fea_set, record c: image .*gone.png does not exist", caplog.text)
     finally:
