@@ -137,6 +137,21 @@ def _refuse_route(stage: "PluginStage", setting: str) -> ValueError:
     )
 
 
+def _refuse_log_loss(stage: "PluginStage", training_args: Any) -> None:
+    r"""Refuse a resumed plugin run whose `overwrite_output_dir` would make LogCallback delete the run's log."""
+    from llamafactory.extras.constants import TRAINER_LOG
+
+    log = os.path.join(training_args.output_dir, TRAINER_LOG)
+    if training_args.resume_from_checkpoint and getattr(training_args, "overwrite_output_dir", False):
+        if os.path.exists(log):
+            raise ValueError(
+                f"Stage {stage.name} resumes from {training_args.resume_from_checkpoint} with "
+                f"`overwrite_output_dir: true`, which makes LLaMA-Factory delete {log}, the log of the steps run so "
+                "far. Set `overwrite_output_dir: false` to resume and keep the log (LLaMA-Factory then also finds the "
+                "last checkpoint by itself), or move the log away to start it afresh."
+            )
+
+
 def _train_args_hook(
     tuner: ModuleType,
     stage: "PluginStage | None",
@@ -161,6 +176,9 @@ def _train_args_hook(
         parsed = stock_get_train_args(args)
         if stage is not None and parsed[3].use_hyper_parallel:
             raise _refuse_route(stage, "use_hyper_parallel")
+
+        if stage is not None:
+            _refuse_log_loss(stage, parsed[2])
 
         for extension, extension_args in extensions:
             callbacks.extend(extension.load_callbacks()(extension_args, *parsed))

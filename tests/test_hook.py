@@ -419,3 +419,18 @@ def test_a_failing_board_patch_warns_once_and_leaves_the_stock_function(plugin_l
     assert len(board_warnings()) == 2  # a target that is gone: one warning, nothing patched
     with pytest.raises(AttributeError):  # a training patch is not guarded
         seam._apply(seam.Patch("host.board", "gone", replacement, "training"), module)
+
+
+def test_resuming_a_plugin_run_with_overwrite_output_dir_keeps_its_log(host_routes: list[str], tmp_path: Path):
+    import llamafactory.train.tuner as tuner
+
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    log = tmp_path / "trainer_log.jsonl"
+    log.write_text('{"current_steps": 2, "loss": 0.5}\n', encoding="utf-8")
+    args = {**GRPO_ARGS, "output_dir": str(tmp_path), "overwrite_output_dir": True}
+    with pytest.raises(ValueError, match=r"Stage grpo resumes from .*checkpoint-2.*overwrite_output_dir: false"):
+        tuner._training_function({"args": {**args, "resume_from_checkpoint": str(checkpoint)}, "callbacks": []})
+
+    assert log.read_text(encoding="utf-8") == '{"current_steps": 2, "loss": 0.5}\n'
+    assert not host_routes
