@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -27,6 +26,7 @@ from typing import Any
 from .data.files import atomic_write
 from .data.records import DATASET_INFO
 from .hparams import split_arg
+from .progress import run_job
 from .train.synth.report import read_passes
 
 
@@ -188,9 +188,8 @@ class Loop:
         round_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(yaml_path, OmegaConf.to_yaml(OmegaConf.create(config)))
         print(f"[loop] {name}: {self.args.launcher} train {yaml_path} (log: {log_path})", flush=True)
-        with open(log_path, "w", encoding="utf-8") as log:
-            command = [*launcher_command(self.args.launcher), "train", str(yaml_path)]
-            returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ).returncode
+        command = [*launcher_command(self.args.launcher), "train", str(yaml_path)]
+        returncode = run_job(command, log_path, config["output_dir"], f"[loop] {name}")
 
         if returncode != 0:
             tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:])

@@ -2,13 +2,13 @@ r"""The embedded demo: every Facial-R1 stage, in sequence, on the demo data and 
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.files import json_lines
+from ..progress import run_job
 from ..resources import data_registry_dir, examples_dir
 
 
@@ -103,14 +103,11 @@ def _run_stage(stage: DemoStage, log_path: Path) -> float:
     command += [f"{key}={value}" for key, value in overrides.items()]
     print(f"[demo] {stage.name}: {' '.join(command[:3])} (+{len(overrides)} overrides), log in {log_path}", flush=True)
     start = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        result = subprocess.run(
-            command, cwd=log_path.parent, env={**os.environ, **OFFLINE_ENV}, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    if result.returncode != 0:
+    env = {**os.environ, **OFFLINE_ENV}
+    returncode = run_job(command, log_path, log_path.parent, f"[demo] {stage.name}", cwd=log_path.parent, env=env)
+    if returncode != 0:
         tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-30:])
-        raise SystemExit(f"[demo] {stage.name} failed (exit {result.returncode}); last lines of {log_path}:\n{tail}")
+        raise SystemExit(f"[demo] {stage.name} failed (exit {returncode}); last lines of {log_path}:\n{tail}")
 
     return time.perf_counter() - start
 
