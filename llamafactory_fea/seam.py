@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, fields
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -285,6 +286,28 @@ def _training_stages(constants: ModuleType, stages: dict[str, str]) -> dict[str,
         stages.setdefault(stage.board_name, stage.name)
 
     return stages
+
+
+def _missing_file_hint(loader: ModuleType, stock: Callable[..., Any]) -> Callable[..., Any]:
+    r"""Stock loading; when a registered file that one of our converters writes is missing, say the command."""
+
+    def _load_single_dataset(dataset_attr: Any, model_args: Any, data_args: Any, training_args: Any) -> Any:
+        try:
+            return stock(dataset_attr, model_args, data_args, training_args)
+        except ValueError as error:
+            path = os.path.join(data_args.dataset_dir, str(dataset_attr.dataset_name))
+            if dataset_attr.load_from != "file" or str(error) != f"File {path} not found.":
+                raise
+
+            from .data.validate import missing_file_fix
+
+            fix = missing_file_fix(Path(path), data_args.dataset_dir)
+            if not fix.startswith("run "):
+                raise
+
+            raise ValueError(f"{error} It is an FEA dataset file, registered but not shipped: {fix}") from None
+
+    return _load_single_dataset
 
 
 # Private LLaMA-Factory names, each read here only.
@@ -573,6 +596,10 @@ PATCHES: tuple[Patch, ...] = (
         "llamafactory.hparams.parser", "_TRAIN_ARGS", host_train_arguments,
         "every key LLaMA-Factory knows, to name the closest one to an unknown plugin-stage key (main's extra "
         "`_TRAIN_MBRIDGE_ARGS` only parse under USE_MEGATRON_BRIDGE, refused for plugin stages)", "read",
+    ),
+    Patch(
+        "llamafactory.data.loader", "_load_single_dataset", _missing_file_hint,
+        "a registered FEA dataset whose file our converter writes says the `data convert` command, not only 'not found'",
     ),
     Patch(
         "llamafactory.data.loader", "_load_single_dataset", load_single_dataset,

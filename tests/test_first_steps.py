@@ -144,3 +144,18 @@ def test_help_lists_every_subcommand_and_shows_defaults() -> None:
         options = [action for action in leaf._actions if action.option_strings and action.dest != "help"]
         assert all(action.help for action in options), words
         assert leaf.format_help().count("(default:") >= len(options), words
+
+
+def test_stock_sft_on_a_registered_unconverted_fea_dataset_names_the_convert_command(tiny_model: Path, tmp_path: Path):
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    info = json.loads((DATA_REGISTRY / "dataset_info.json").read_text())
+    (registry / "dataset_info.json").write_text(json.dumps({"fea20k_train": info["fea20k_train"]}))
+    with pytest.raises(
+        ValueError, match=r"train.jsonl not found\. It is an FEA dataset .* `llamafactory-fea data convert fea20k"
+    ):
+        load_sft_dataset(tiny_model, registry, "fea20k_train", tmp_path / "out")
+
+    (registry / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "mine/train.jsonl"}}))
+    with pytest.raises(ValueError, match=r"^File .*mine/train.jsonl not found\.$"):  # not ours: the stock error
+        load_sft_dataset(tiny_model, registry, "mine", tmp_path / "out")
