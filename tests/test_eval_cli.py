@@ -126,16 +126,59 @@ def test_labelled_file_on_a_paper_benchmark_shows_the_paper_table(tmp_path: Path
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| Method | FER2013 | AffectNet | RAF-DB | FABA-Instruct |" in report
     assert "| Facial-R1 (paper) | 69.8 | 65.2 | 92.1 | 67.8 |" in report
-    assert "| This run | – | – | 66.7 | – |" in report
+    assert "| This run, strict protocol | – | – | 66.7 | – |" in report
+    assert "| This run, reference protocol | – | – | 33.3 | – |" in report  # "happy" is not the word "happiness"
     assert (tmp_path / "out" / "confusion_matrix.png").is_file()
     assert not (tmp_path / "out" / "au_f1.png").exists()  # no AU labels in this file
 
 
-def test_file_without_labels_or_dataset_is_refused(tmp_path: Path, capsys) -> None:
+def test_fea20k_report_has_one_paper_table_per_metric(tmp_path: Path) -> None:
+    predictions = labelled_file(tmp_path / "labelled.jsonl")
+    assert run(str(predictions), "--benchmark", "fea20k", "--output-dir", str(tmp_path / "out")) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Emotion reasoning on FEA-20K: ROUGE-L (%)" in report
+    assert "### Emotion reasoning on FEA-20K: Judge (1-10)" in report
+    assert "| Facial-R1 (paper) | 6.09 |" in report
+
+
+def test_a_file_where_no_metric_can_be_computed_is_an_error(tmp_path: Path, capsys) -> None:
     path = tmp_path / "generated_predictions.jsonl"
-    path.write_text(json.dumps({"prompt": "", "predict": "<answer>anger</answer>", "label": "x"}) + "\n")
+    path.write_text(json.dumps({"prompt": "", "predict": "<answer>anger</answer>"}) + "\n")
     assert run(str(path), "--output-dir", str(tmp_path / "out")) == 1
-    assert "give --dataset-dir and --dataset" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no metric can be computed" in out
+    assert "--dataset" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_generated_predictions_alone_read_their_labels_from_label(tmp_path: Path, capsys) -> None:
+    r"""LLaMA-Factory's lines, no other argument: each `label` gives what it has (an emotion, AUs, or neither)."""
+    lines = [
+        (
+            "<think>Brows down (AU4).</think><answer>anger</answer>",
+            "<think>Brows low (AU4).</think><answer>anger</answer>",
+        ),
+        ("<answer>happiness</answer>", "<answer>sadness</answer>"),  # emotion only: AUs not labelled
+        (
+            "<think>Lips part (AU25).</think><answer>neutral</answer>",
+            "<think>Lips part (AU25).</think><answer></answer>",
+        ),
+    ]
+    path = tmp_path / "run" / "generated_predictions.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"prompt": "", "predict": p, "label": g}) + "\n" for p, g in lines))
+    assert run(str(path)) == 0
+    out = tmp_path / "run" / "eval_generated_predictions"
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["emotion"]["samples"] == 2
+    assert results["emotion"]["accuracy"] == 0.5
+    assert results["au"]["samples"] == 2
+    assert results["au"]["macro_f1"] == 1.0
+    assert results["reference_protocol"]["emotion"]["accuracy"] == 0.5
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [(row["emotion"], row["aus"]) for row in rows] == [("anger", [4]), ("sadness", None), (None, [25])]
+    assert "labels read from each line's `label`" in (out / "report.md").read_text()
+    assert capsys.readouterr().out.startswith("generic: 3 samples; strict: ")
 
 
 class Judge(BaseHTTPRequestHandler):
@@ -191,6 +234,7 @@ def test_judge_through_a_local_endpoint_never_logs_the_key(tmp_path: Path, capsy
     judge = json.loads((tmp_path / "out" / "metrics.json").read_text())["judge"]
     assert (judge["pairs"], judge["scored"], judge["failed"]) == (3, 1, 2)
     assert judge["mean"] == 8.0  # failures are counted, not scored 0
+    assert judge["mean_failures_as_zero"] == pytest.approx(8 / 3)  # the reference protocol scores them 0
     assert Judge.seen[0]["path"] == "/v1/chat/completions"
     assert Judge.seen[0]["auth"] == "Bearer sk-test-secret-123"
     assert Judge.seen[0]["body"]["model"] == "stub"
@@ -228,7 +272,8 @@ def test_faba_benchmark_reports_rege(tmp_path: Path) -> None:
     report = (tmp_path / "out" / "report.md").read_text()
     assert "REGE emotion = S_re 100.0" in report
     assert "| Qwen2.5-VL-7B zero-shot (paper) | 22.1 | 16.9 | 20.7 | 26.3 |" in report
-    assert "| This run | – | – | – | 100.0 |" in report
+    assert "| This run, reference protocol | – | – | – | 100.0 |" in report
+    assert "| This run, strict protocol | – | – | – | 100.0 |" in report
 
 
 def test_default_output_dir_beside_the_predictions_and_one_summary_line(demo, tmp_path: Path, capsys) -> None:
@@ -291,3 +336,39 @@ def test_json_array_dataset_is_joined_as_llamafactory_reads_it(demo, tmp_path: P
         (s.emotion, s.aus, s.reference) for s in from_jsonl
     ]
     assert len(from_json) == len(rows)
+
+
+def test_compare_runs_in_one_table_and_one_figure_beside_the_paper(tmp_path: Path, capsys) -> None:
+    predictions = labelled_file(tmp_path / "labelled.jsonl")
+    assert run(str(predictions), "--benchmark", "rafdb", "--output-dir", str(tmp_path / "run_a" / "eval_rafdb")) == 0
+    assert run(str(predictions), "--benchmark", "disfa", "--output-dir", str(tmp_path / "run_a" / "eval_disfa")) == 0
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    rows[2]["emotion"] = "anger"  # run_b gets one answer fewer right
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert run(str(other), "--benchmark", "rafdb", "--output-dir", str(tmp_path / "run_b")) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "compare"
+    assert run("--compare", str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--output-dir", str(out)) == 0
+    table = (out / "compare.md").read_text()
+    assert (
+        "| Dataset | Metric | Protocol | run_a | run_b | Facial-R1 (paper) | Qwen2.5-VL-7B zero-shot (paper) |"
+        in table
+    )
+    assert "| RAF-DB | Accuracy (%) | reference | 33.3 | 0.0 | 92.1 | – |" in table  # the paper beside reference
+    assert "| RAF-DB | Accuracy (%) | strict | 66.7 | 33.3 | – | – |" in table
+    assert "| DISFA | AU F1 (%) | reference | – | – | 73.1 | 22.1 |" in table  # no AU labels in these files
+    assert table.index("| DISFA |") < table.index("| RAF-DB |")  # the paper's order: AU table first
+    with Image.open(out / "compare.png") as image:
+        assert image.format == "PNG"
+
+    assert not list(out.glob(".*.tmp"))
+    assert "2 runs compared" in capsys.readouterr().out
+
+
+def test_compare_refuses_a_folder_without_reports(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert run("--compare", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")) == 1
+    assert "no metrics.json under it" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,5 @@
-r"""End to end: LLaMA-Factory's own `do_predict` on the demo set with a tiny model, then `llamafactory-fea eval`."""
+r"""End to end: LLaMA-Factory's own `do_predict` on the demo set with a tiny model, then `llamafactory-fea eval`, with
+`--dataset` and on the plain generated_predictions.jsonl alone (labels from its `label`): the same figures."""
 
 import importlib.util
 import json
@@ -49,3 +50,27 @@ def test_predictions_of_llamafactory_join_and_score(tiny_model: Path, tmp_path: 
     assert metrics["samples"] == 7
     assert metrics["join"]["truncated_labels"] == 0  # every decoded label is the dataset's assistant turn
     assert (out / "report.md").is_file()
+
+    # the file alone, no other argument: labels come from each line's `label`, the reports go beside it
+    result = run_cli(["llamafactory-fea", "eval", str(predictions)])
+    assert result.returncode == 0, result.stdout[-3000:]
+    alone = tmp_path / "predict" / "eval_generated_predictions"
+    plain = json.loads((alone / "metrics.json").read_text())
+    assert plain["join"]["labels_from"] == "label"
+    gold = [
+        [(row["emotion"], row["aus"]) for row in map(json.loads, (folder / "samples.jsonl").open())]
+        for folder in (out, alone)
+    ]
+    assert gold[0] == gold[1]
+    assert all(emotion and aus for emotion, aus in gold[0])  # every demo row has both labels
+    for key in ("format_rate", "headline"):
+        assert plain[key] == metrics[key], key
+
+    for key in ("accuracy", "macro_f1", "uar"):
+        assert plain["emotion"][key] == metrics["emotion"][key], key
+
+    for key in ("macro_f1", "micro_f1", "per_au"):
+        assert plain["au"][key] == metrics["au"][key], key
+
+    assert plain["reasoning"] == metrics["reasoning"]
+    assert plain["reference_protocol"] == metrics["reference_protocol"]

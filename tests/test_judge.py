@@ -1,14 +1,16 @@
 r"""The judge's API key goes to the configured origin only: no redirect is followed, no plain HTTP off this machine.
 
 These tests go through `llamafactory-fea eval` and local servers only, so they hold whatever HTTP client the judge
-uses. An origin is scheme, host and port: another port on the same host is another server.
+uses (the `openai` client, whose own default would follow redirects). An origin is scheme, host and port: another port
+on the same host is another server. An unreachable judge, or one refusing the key, stops eval with its URL.
 """
 
+import io
 import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,7 @@ class Recorder(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        self.body = json.loads(self.rfile.read(length) or b"{}")
         self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
         self.server.reply(self)
 
@@ -44,6 +46,15 @@ class Recorder(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def _reply(handler: BaseHTTPRequestHandler, content: str, status: int = 200) -> None:
+    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def _score(handler: BaseHTTPRequestHandler) -> None:
@@ -167,3 +178,127 @@ def test_judge_urls(url: str, allow_http: bool, accepted: bool) -> None:
     else:
         with pytest.raises(JudgeError):
             JudgeConfig(url, "m", allow_http=allow_http)
+
+
+def test_an_unreachable_judge_stops_eval_with_its_url_after_the_retries(fake_key, tmp_path: Path, capsys) -> None:
+    with socket.socket() as probe:  # a loopback port with nothing listening: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    assert _eval(tmp_path, f"http://127.0.0.1:{port}/v1") == 1
+    out = capsys.readouterr().out
+    assert f"http://127.0.0.1:{port}/v1/chat/completions could not be reached after 3 tries" in out
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert fake_key not in out + _written(tmp_path)
+
+
+def test_a_refused_key_stops_eval_and_an_echoed_key_is_masked(servers, fake_key, tmp_path: Path, capsys) -> None:
+    judge, _ = servers
+    judge.reply = lambda handler: _reply(handler, json.dumps({"score": 3, "reason": f"you sent {fake_key}"}))
+    assert _eval(tmp_path, f"http://127.0.0.1:{judge.server_port}/v1") == 0
+    samples = (tmp_path / "out" / "samples.jsonl").read_text()
+    assert "you sent ***" in samples
+    judge.reply = lambda handler: _reply(handler, "", status=401)
+    assert _eval(tmp_path, f"http://127.0.0.1:{judge.server_port}/v1") == 1
+    out = capsys.readouterr().out
+    assert "refused the request (HTTP 401)" in out
+    assert "$FEA_TEST_JUDGE_KEY" in out
+    assert fake_key not in out + _written(tmp_path)
+
+
+def test_without_a_key_no_authorization_is_sent(servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEA_TEST_JUDGE_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-another-variable")  # only --judge-key-env is read
+    judge, _ = servers
+    assert _eval(tmp_path, f"http://127.0.0.1:{judge.server_port}/v1") == 0
+    assert judge.seen == [("POST", "/v1/chat/completions", None)]
+
+
+class Terminal(io.StringIO):
+    r"""A stderr that says it is a terminal, so progress bars draw on it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_requests_in_flight_are_bounded_and_progress_is_shown(fake_key, tmp_path: Path, monkeypatch) -> None:
+    lock, state = threading.Lock(), {"active": 0, "most": 0, "prompts": []}
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                state["active"] += 1
+                state["most"] = max(state["most"], state["active"])
+                state["prompts"].append(body["messages"][0]["content"])
+
+            threading.Event().wait(
+                0.05
+            )  # lets other requests arrive if sent (time.sleep is stubbed); nothing is timed
+            with lock:
+                state["active"] -= 1
+
+            _reply(self, '{"score": 5, "reason": "ok"}')
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rows = [
+        {
+            "predict": f"Row {i}: cheeks up (AU6). <answer>happiness</answer>",
+            "emotion": "happiness",
+            "reference": "A smile.",
+        }
+        for i in range(6)
+    ]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    judge = ["--judge-url", f"http://127.0.0.1:{server.server_port}/v1", "--judge-model", "stub"]
+    try:
+        args = ["eval", str(predictions), "--output-dir", str(tmp_path / "out"), *judge, "--judge-workers", "2"]
+        assert main([*args, "--judge-key-env", "FEA_TEST_JUDGE_KEY"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert 1 <= state["most"] <= 2
+    assert len(state["prompts"]) == 6
+    assert "judging" in terminal.getvalue()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["judge"]["mean"] == 5.0
+
+
+def test_the_reference_protocol_judges_think_against_the_whole_answer(servers, fake_key, tmp_path: Path) -> None:
+    judge, _ = servers
+    prompts = []
+
+    def record(handler: BaseHTTPRequestHandler) -> None:
+        prompts.append(handler.body["messages"][0]["content"])
+        _reply(handler, '{"score": 7, "reason": "close"}')
+
+    judge.reply = record
+    rows = [
+        {
+            "predict": "<think>Cheeks up (AU6).</think><answer>happiness</answer>",
+            "label": "<think>A smile (AU12).</think><answer>happiness</answer>",
+        },
+        {"predict": "Just happiness.", "label": "<think>A smile (AU12).</think><answer>happiness</answer>"},
+    ]
+    predictions = tmp_path / "generated_predictions.jsonl"
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    url = f"http://127.0.0.1:{judge.server_port}/v1"
+    judged = ["--judge-url", url, "--judge-model", "stub", "--judge-key-env", "FEA_TEST_JUDGE_KEY"]
+    for protocol in ("reference", "strict"):
+        out = tmp_path / protocol
+        assert main(["eval", str(predictions), "--output-dir", str(out), "--protocol", protocol, *judged]) == 0
+        assert json.loads((out / "metrics.json").read_text())["judge"]["inputs"] == protocol
+
+    reference, strict = prompts[:2], prompts[2:]
+    whole = "Reference description: <think>A smile (AU12).</think><answer>happiness</answer>"
+    assert all(prompt.endswith(whole) for prompt in reference)
+    assert sum("Model reasoning: \nReference" in prompt for prompt in reference) == 1  # no <think>: an empty text
+    assert all(prompt.endswith("Reference description: A smile (AU12).") for prompt in strict)
+    assert sum("Model reasoning: Just happiness.\n" in prompt for prompt in strict) == 1  # ours: the untagged output

@@ -1,5 +1,13 @@
-r"""The paper's metrics over scored samples, computed with scikit-learn and rouge-score."""
+r"""The metrics over scored samples, computed with scikit-learn and rouge-score, under two protocols.
 
+`strict` (ours): the answer is exactly one emotion word in the last `<answer>`; AUs are read inside `<think>` only;
+the reasoning (`<think>`) is compared with the reference reasoning. `reference`: Facial-R1's evaluation script
+(`src/eval/eval_qwen.py` and `open_r1/utils/eval_utils.py` of its public code, later version): the first word of the
+first `<answer>` (or of the whole output), exact; the `AU<n>` strings of the first `<think>` (or of the whole output);
+ROUGE-L of the whole completion against the whole reference answer. Each metric uses only the rows that have its label.
+"""
+
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,12 +22,14 @@ from sklearn.metrics import (
 )
 
 from ..fea.aus import format_au, supports_emotion
-from ..fea.labels import TAG_PATTERN
+from ..fea.labels import ANSWER_TAGS, AU_PATTERN, TAG_PATTERN, THINK_TAGS, first_block, think_text
 from .benchmarks import FABA_REGE_AUS
 from .predictions import EvalSample
 
 
 NO_ANSWER, OTHER = "(no answer)", "(other)"
+PROTOCOLS: tuple[str, ...] = ("strict", "reference")
+REFERENCE_WORD_SPLIT = re.compile(r"[,;，；\s]+")  # the reference's split of an answer into labels
 
 
 def predicted_emotion(sample: EvalSample, classes: Sequence[str]) -> str:
@@ -134,17 +144,13 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], stemmer: bool
 
 
 def reasoning_metrics(samples: Sequence[EvalSample]) -> dict[str, Any] | None:
-    r"""ROUGE-L (stemmed) of the reasoning, and of the whole completion (as Facial-R1's script), vs the reference."""
+    r"""ROUGE-L (stemmed) of the reasoning against the reference reasoning, over rows that have one."""
     referenced = [sample for sample in samples if sample.reference]
     if not referenced:
         return None
 
     references = [sample.reference for sample in referenced]
-    return {
-        "samples": len(referenced),
-        "rouge_l": rouge_l([reasoning_text(sample) for sample in referenced], references),
-        "rouge_l_full_completion": rouge_l([sample.completion for sample in referenced], references),
-    }
+    return {"samples": len(referenced), "rouge_l": rouge_l([reasoning_text(s) for s in referenced], references)}
 
 
 def support_rate(samples: Sequence[EvalSample]) -> dict[str, Any]:
@@ -187,3 +193,80 @@ def rege(samples: Sequence[EvalSample]) -> dict[str, Any]:
         result["au"] = {"samples": len(au), "s_re": s_re, "s_ge": s_ge, "rege": s_re + s_ge}
 
     return result
+
+
+def reference_emotion_word(completion: str) -> str | None:
+    r"""The reference's answer: the first word of the first `<answer>` block (else of the whole output), as written.
+
+    >>> reference_emotion_word("<think>x</think><answer> Happiness, joy</answer>"), reference_emotion_word("sad face")
+    ('Happiness', 'sad')
+    """
+    answer = first_block(completion, ANSWER_TAGS)
+    words = [word for word in REFERENCE_WORD_SPLIT.split(completion if answer is None else answer.strip()) if word]
+    return words[0] if words else None  # the reference raises IndexError on an empty answer; here it is wrong
+
+
+def reference_predicted_aus(completion: str) -> frozenset[str]:
+    r"""The reference's predicted AUs: the `AU<n>` strings of the first `<think>` block, else of the whole output.
+
+    >>> (
+    ...     sorted(reference_predicted_aus("<think>Brows (AU4)</think> AU12")),
+    ...     sorted(reference_predicted_aus("AU4, AU04")),
+    ... )
+    (['AU4'], ['AU04', 'AU4'])
+    """
+    think = first_block(completion, THINK_TAGS)
+    return frozenset(f"AU{digits}" for digits in AU_PATTERN.findall(completion if think is None else think))
+
+
+def reference_judge_reasoning(completion: str) -> str:
+    r"""The reasoning the reference sends to its judge: the first `<think>` block, stripped, else an empty string."""
+    return think_text(completion) or ""
+
+
+def reference_emotion_metrics(samples: Sequence[EvalSample]) -> dict[str, Any] | None:
+    r"""The reference's emotion accuracy: first answer word == label (exact, case-sensitive), per-class accuracy."""
+    scored = [sample for sample in samples if sample.emotion is not None]
+    if not scored:
+        return None
+
+    hits = [reference_emotion_word(sample.completion) == sample.emotion for sample in scored]
+    per_class = {
+        emotion: float(np.mean([hit for hit, s in zip(hits, scored) if s.emotion == emotion]))
+        for emotion in sorted({sample.emotion for sample in scored})
+    }
+    return {"samples": len(scored), "accuracy": float(np.mean(hits)), "per_class_accuracy": per_class}
+
+
+def reference_au_metrics(samples: Sequence[EvalSample], coded: Sequence[int] | None = None) -> dict[str, Any] | None:
+    r"""The reference's AU F1: per AU over the AUs in the labels (or `coded`), macro over AUs with positives, micro.
+
+    AUs are compared as the strings the reference compares (`AU4`; a predicted `AU04` is another string).
+    """
+    scored = [sample for sample in samples if sample.au_labelled]
+    if not scored:
+        return None
+
+    numbers = list(coded) if coded else sorted(set().union(*(sample.aus for sample in scored)))
+    classes = [format_au(au) for au in numbers]
+    y_true = _binary([frozenset(format_au(au) for au in sample.aus) for sample in scored], classes)
+    y_pred = _binary([reference_predicted_aus(sample.completion) for sample in scored], classes)
+    positives = y_true.sum(axis=0)
+    f1 = per_column_scores(y_true, y_pred)[2]
+    return {
+        "samples": len(scored),
+        "classes": classes,
+        "macro_f1": float(f1[positives > 0].mean()) if (positives > 0).any() else None,
+        "micro_f1": float(f1_score(y_true.ravel(), y_pred.ravel(), zero_division=0)) if classes else None,
+        "per_au": {name: {"f1": float(f1[i]), "positives": int(positives[i])} for i, name in enumerate(classes)},
+    }
+
+
+def reference_rouge(samples: Sequence[EvalSample]) -> dict[str, Any] | None:
+    r"""The reference's ROUGE-L (stemmed): the whole completion against the whole reference answer."""
+    referenced = [sample for sample in samples if sample.target]
+    if not referenced:
+        return None
+
+    completions, targets = [s.completion for s in referenced], [s.target for s in referenced]
+    return {"samples": len(referenced), "rouge_l": rouge_l(completions, targets)}

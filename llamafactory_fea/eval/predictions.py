@@ -1,4 +1,5 @@
-r"""Predictions to score: LLaMA-Factory's `generated_predictions.jsonl` joined with its dataset, or labelled JSONL."""
+r"""Predictions to score: LLaMA-Factory's `generated_predictions.jsonl` (labels from its `label`, or joined with the
+dataset), or any JSONL with its own labels. A row may lack an emotion or the AUs: None is "not labelled"."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -9,12 +10,12 @@ from ..data.files import RecordError
 from ..data.records import DATASET_INFO, dataset_objects, read_dataset_info
 from ..fea.aus import UnknownAUError
 from ..fea.emotions import UnknownEmotionError
-from ..fea.labels import label_aus, label_columns, label_emotion, think_text
+from ..fea.labels import TAG_PATTERN, extract_labels, label_aus, label_columns, label_emotion, think_text
 from ..fea.parsing import ParsedCompletion, parse_completion
 
 
 COMPLETION_FIELDS: tuple[str, ...] = ("predict", "completion", "response", "output")
-EMOTION_COLUMNS: tuple[str, ...] = ("emotion", "labels")  # `label` is LLaMA-Factory's decoded target
+LABEL_COLUMNS: tuple[str, ...] = ("emotion", "labels", "aus", "AUs", "au_labelled")  # `label` is the decoded target
 REFERENCE_FIELDS: tuple[str, ...] = ("reference", "reasoning", "description")
 
 
@@ -26,11 +27,16 @@ class EvalSample:
     id: str
     completion: str
     parsed: ParsedCompletion
-    emotion: str | None
-    aus: frozenset[int]
-    au_labelled: bool
-    reference: str | None = None
+    emotion: str | None  # None: not labelled
+    aus: frozenset[int] | None  # None: not labelled; empty: labelled, no active AU
+    target: str | None = None  # the whole reference answer (tagged description): the reference protocol's text
+    reference: str | None = None  # the reference reasoning (the target's <think>, or a plain reference text)
     references: dict[str, str] = field(default_factory=dict)  # task references, e.g. FABA's reference_au
+
+    @property
+    def au_labelled(self) -> bool:
+        r"""Whether the sample has AU labels (an empty set is a label: no active AU)."""
+        return self.aus is not None
 
 
 @dataclass
@@ -42,6 +48,7 @@ class JoinInfo:
     dataset_file: str | None = None
     rows: int = 0
     truncated_labels: int = 0
+    labels_from: str = "columns"  # "columns" (dataset or file) or "label" (LLaMA-Factory's decoded reference answer)
 
 
 def progress(items: Iterable[Any], total: int, description: str) -> Iterable[Any]:
@@ -63,24 +70,66 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def gold_labels(row: dict[str, Any], source: str, where: "int | str") -> tuple[str | None, frozenset[int], bool]:
-    r"""The normalised emotion, the AU set and whether the row has AU labels (`emotion`/`labels`, `aus`/`AUs`)."""
-    emotion, aus = label_columns(row, EMOTION_COLUMNS)
+def gold_labels(
+    row: dict[str, Any], response: str | None, source: str, where: "int | str"
+) -> tuple[str | None, frozenset[int] | None]:
+    r"""The normalised emotion and AU set of a row (None: not labelled), by `fea.labels.extract_labels`.
+
+    The label columns (`emotion`/`labels`, `aus`/`AUs`) win when the row has any; else the labels come from the
+    reference `response`. A row's `au_labelled: false` (converters of emotion-only sources) means its AUs are not
+    labelled. Label values are checked strictly: an unknown emotion or AU is a `RecordError`, not a silent skip.
+    """
+    emotion, aus = label_columns(row)
     if aus is not None and not isinstance(aus, list):
         raise RecordError(source, where, f"'aus' must be a list, got {type(aus).__name__}.")
 
     try:
-        emotion = label_emotion(emotion, strict=True)
-        au_set = label_aus(aus, strict=True) or frozenset()
+        label_emotion(emotion, strict=True)
+        label_aus(aus, strict=True)
+        labels = extract_labels(row, response)
+        emotion = label_emotion(labels["emotion"], strict=True)
     except (UnknownEmotionError, UnknownAUError) as error:
         raise RecordError(source, where, str(error)) from None
 
-    return emotion, au_set, bool(row.get("au_labelled", bool(au_set)))
+    au_set = None if labels["aus"] is None else frozenset(labels["aus"])
+    if row.get("au_labelled") is False:
+        au_set = None
+    elif row.get("au_labelled") is True and au_set is None:
+        au_set = frozenset()
+
+    return emotion, au_set
 
 
-def _sample(index: int, record_id: str, completion: str, gold: dict[str, Any], source: str, where: "int | str"):
-    r"""Build one sample from a completion and a labelled row (a dataset row or a labelled prediction line)."""
-    emotion, aus, au_labelled = gold_labels(gold, source, where)
+def reference_reasoning(target: str | None) -> str | None:
+    r"""The reasoning to compare with: the `<think>` of a tagged target, a plain text as it is, None for neither.
+
+    >>> (
+    ...     reference_reasoning("<think>Brows down (AU4).</think><answer>anger</answer>"),
+    ...     reference_reasoning("<answer>x</answer>"),
+    ... )
+    ('Brows down (AU4).', None)
+    """
+    if not target or not target.strip():
+        return None
+
+    if TAG_PATTERN.search(target):
+        return think_text(target) or None
+
+    return target.strip()
+
+
+def _sample(
+    index: int,
+    record_id: str,
+    completion: str,
+    gold: dict[str, Any],
+    response: str | None,
+    target: str | None,
+    source: str,
+    where: "int | str",
+) -> EvalSample:
+    r"""Build one sample from a completion, a row's label columns and its reference answer (`target`)."""
+    emotion, aus = gold_labels(gold, response, source, where)
     references = {key: gold[key] for key in ("reference_au", "reference_emotion") if isinstance(gold.get(key), str)}
     return EvalSample(
         index=index,
@@ -89,8 +138,8 @@ def _sample(index: int, record_id: str, completion: str, gold: dict[str, Any], s
         parsed=parse_completion(completion),
         emotion=emotion,
         aus=aus,
-        au_labelled=au_labelled,
-        reference=gold.get("_reference"),
+        target=target if target and target.strip() else None,
+        reference=reference_reasoning(target),
         references=references,
     )
 
@@ -157,34 +206,48 @@ def join_predictions(
 
             info.truncated_labels += 1
 
-        gold = {**row, "_reference": think_text(assistant_turn(row))}
-        samples.append(_sample(index, str(row.get("id", index)), prediction["predict"], gold, str(path), index + 1))
+        target = row["description"] if isinstance(row.get("description"), str) else assistant_turn(row)
+        samples.append(
+            _sample(
+                index,
+                str(row.get("id", index)),
+                prediction["predict"],
+                row,
+                assistant_turn(row),
+                target,
+                str(path),
+                index + 1,
+            )
+        )
 
     return samples, info
 
 
 def labelled_predictions(predictions: "str | Path") -> tuple[list[EvalSample], JoinInfo]:
-    r"""Read JSONL lines that carry their own labels: a completion field plus `emotion`/`aus` (or `labels`/`AUs`)."""
-    samples = []
+    r"""Read prediction lines on their own: a completion plus the line's label columns, else its `label`.
+
+    LLaMA-Factory's `generated_predictions.jsonl` (`prompt`, `predict`, `label`) has no label columns: the labels are
+    read from `label`, the decoded reference answer (its `<answer>` and the AUs its `<think>` names), as the GRPO
+    stage reads plain sharegpt data. A line with `emotion`/`aus` (or `labels`/`AUs`) columns uses those.
+    """
+    samples, from_label = [], 0
     rows = read_jsonl(predictions)
     for index, (line, row) in enumerate(progress(rows, len(rows), f"reading {Path(predictions).name}")):
         completion = next((row[key] for key in COMPLETION_FIELDS if isinstance(row.get(key), str)), None)
         if completion is None:
             raise RecordError(str(predictions), line, f"no completion: give one of {', '.join(COMPLETION_FIELDS)}.")
 
-        if not {"emotion", "aus", "labels", "AUs"} & set(row):
-            raise RecordError(
-                str(predictions),
-                line,
-                "no labels (emotion/aus): for LLaMA-Factory's generated_predictions.jsonl give --dataset-dir and "
-                "--dataset to join with the registered dataset.",
-            )
-
+        label = row.get("label") if isinstance(row.get("label"), str) else None
+        columns = {key: row[key] for key in (*LABEL_COLUMNS, "reference_au", "reference_emotion") if key in row}
         reference = next((row[key] for key in REFERENCE_FIELDS if isinstance(row.get(key), str)), None)
-        gold = {**row, "_reference": reference or think_text(row.get("label"))}
-        samples.append(_sample(index, str(row.get("id", index)), completion, gold, str(predictions), line))
+        has_columns = any(row.get(key) is not None for key in ("emotion", "labels", "aus", "AUs"))
+        from_label += label is not None and not has_columns
+        sample = _sample(
+            index, str(row.get("id", index)), completion, columns, label, reference or label, str(predictions), line
+        )
+        samples.append(sample)
 
-    return samples, JoinInfo(str(predictions), rows=len(samples))
+    return samples, JoinInfo(str(predictions), rows=len(samples), labels_from="label" if from_label else "columns")
 
 
 def load_samples(
@@ -193,7 +256,8 @@ def load_samples(
     dataset: str | None = None,
     max_samples: int | None = None,
 ) -> tuple[list[EvalSample], JoinInfo]:
-    r"""Joined samples when a dataset is given, else the file's own labels; an empty file is an error."""
+    r"""Joined samples when a dataset is given, else the file's own labels; an empty file, or one where no metric can
+    be computed (no emotion label, no AU label, no reference text on any line), is an error."""
     if dataset:
         samples, info = join_predictions(predictions, dataset_dir or "data_registry", dataset, max_samples)
     else:
@@ -201,5 +265,15 @@ def load_samples(
 
     if not samples:
         raise RecordError(str(predictions), None, "no predictions to score.")
+
+    if not any(sample.emotion is not None or sample.au_labelled or sample.target for sample in samples):
+        where = f"the rows of {dataset}" if dataset else "its lines"
+        raise RecordError(
+            str(predictions),
+            None,
+            f"no metric can be computed: none of {where} has an emotion label, AU labels or a reference answer. Give "
+            "LLaMA-Factory's generated_predictions.jsonl (its `label` is the reference answer), lines with "
+            "`emotion`/`aus` columns, or --dataset-dir and --dataset for labels that are not in the answer.",
+        )
 
     return samples, info

@@ -10,6 +10,10 @@ from .benchmarks import BENCHMARKS, TABLES
 
 
 THIS_RUN = "This run"
+PROTOCOL_TITLES: dict[str, str] = {
+    "reference": "reference protocol (Facial-R1's evaluation script)",
+    "strict": "strict protocol (ours)",
+}
 METRIC_OF_TABLE: dict[str, tuple[tuple[str, str, float], ...]] = {  # table -> (paper key, label, scale)
     "au": (("au_f1", "AU F1 (%)", 100.0),),
     "emotion": (("accuracy", "Accuracy (%)", 100.0),),
@@ -22,15 +26,22 @@ TABLE_TITLES: dict[str, str] = {
 }
 
 
-def headline(results: dict[str, Any]) -> dict[str, float | None]:
-    r"""This run's numbers under the paper's keys: au_f1, accuracy, rouge_l (fractions) and judge_score (1-10)."""
-    au, emotion = results.get("au") or {}, results.get("emotion") or {}
-    reasoning, judge = results.get("reasoning") or {}, results.get("judge") or {}
+def headline(results: dict[str, Any], protocol: str) -> dict[str, float | None]:
+    r"""A protocol's numbers under the paper's keys: au_f1, accuracy, rouge_l (fractions), judge_score (1-10)."""
+    judge = results.get("judge") or {}
+    if protocol == "reference":
+        reference = results.get("reference_protocol") or {}
+        au, emotion, reasoning = (reference.get(key) or {} for key in ("au", "emotion", "reasoning"))
+        judge_score = judge.get("mean_failures_as_zero")
+    else:
+        au, emotion, reasoning = (results.get(key) or {} for key in ("au", "emotion", "reasoning"))
+        judge_score = judge.get("mean")
+
     return {
         "au_f1": au.get("macro_f1"),
         "accuracy": emotion.get("accuracy"),
         "rouge_l": reasoning.get("rouge_l"),
-        "judge_score": judge.get("mean"),
+        "judge_score": judge_score,
     }
 
 
@@ -56,8 +67,10 @@ def _paper_value(benchmark: str, method: str, key: str, scale: float) -> str:
 
 
 def paper_tables(results: dict[str, Any]) -> list[str]:
-    r"""The paper's tables this benchmark belongs to, the paper's rows with this run's row beside them."""
-    name, ours, lines = results["benchmark"], headline(results), []
+    r"""The paper's tables this benchmark belongs to: the paper's rows, this run's reference-protocol row beside them
+    (the comparable one), then its strict-protocol row."""
+    name, lines = results["benchmark"], []
+    ours = {protocol: headline(results, protocol) for protocol in ("reference", "strict")}
     for table, columns in TABLES.items():
         if name not in columns:
             continue
@@ -67,7 +80,9 @@ def paper_tables(results: dict[str, Any]) -> list[str]:
                 {method for column in columns for method, values in BENCHMARKS[column].paper.items() if key in values}
             )
             rows = [[method, *(_paper_value(c, method, key, scale) for c in columns)] for method in methods]
-            rows.append([THIS_RUN, *(_number(ours[key], scale) if c == name else "–" for c in columns)])
+            for protocol, figures in ours.items():
+                row_name = f"{THIS_RUN}, {protocol} protocol"
+                rows.append([row_name, *(_number(figures[key], scale) if c == name else "–" for c in columns)])
             lines += ["", f"### {TABLE_TITLES[table]}{'' if len(METRIC_OF_TABLE[table]) == 1 else f': {label}'}", ""]
             lines += _table(["Method", *(BENCHMARKS[c].title for c in columns)], rows)
 
@@ -75,32 +90,68 @@ def paper_tables(results: dict[str, Any]) -> list[str]:
 
 
 def _overview(results: dict[str, Any]) -> list[list[str]]:
-    r"""Every headline metric of this run as (metric, value) rows."""
+    r"""Every metric of the strict protocol (ours) as (metric, value) rows."""
     au, emotion = results.get("au") or {}, results.get("emotion") or {}
     reasoning, judge, support = results.get("reasoning") or {}, results.get("judge") or {}, results["support"]
     rows = [["Format rate (%)", _number(results["format_rate"])]]
     if emotion:
         rows += [
-            ["Emotion accuracy (%)", _number(emotion["accuracy"])],
+            [f"Emotion accuracy (%), {emotion['samples']} labelled", _number(emotion["accuracy"])],
             ["Emotion macro-F1 (%)", _number(emotion["macro_f1"])],
             ["Emotion UAR (%)", _number(emotion["uar"])],
         ]
     if au:
         rows += [
-            ["AU F1, macro over AUs with positives (%)", _number(au["macro_f1"])],
+            [f"AU F1, macro over AUs with positives (%), {au['samples']} labelled", _number(au["macro_f1"])],
             ["AU F1, micro (%)", _number(au["micro_f1"])],
             ["AUs claimed but not labelled (%)", _number(au["claimed_not_labelled_rate"])],
         ]
     rows.append(["Answers supported by their reasoning's AUs (%)", _number(support["rate"])])
     if reasoning:
-        rows += [
-            ["ROUGE-L of the reasoning, stemmed (%)", _number(reasoning["rouge_l"])],
-            ["ROUGE-L of the whole completion, stemmed (%)", _number(reasoning["rouge_l_full_completion"])],
-        ]
+        rows.append(
+            [f"ROUGE-L of the reasoning, stemmed (%), {reasoning['samples']} rows", _number(reasoning["rouge_l"])]
+        )
     if judge:
-        rows.append([f"Judge score 1-10 ({judge['scored']}/{judge['pairs']} scored)", _number(judge["mean"], 1.0)])
+        rows.append(
+            [
+                f"Judge score 1-10, failures excluded ({judge['scored']}/{judge['pairs']} scored, {judge['failed']} failed)",
+                _number(judge["mean"], 1.0),
+            ]
+        )
     for task, values in (results.get("rege") or {}).items():
         rows.append([f"REGE {task} = S_re {values['s_re']:.1f} + S_ge {values['s_ge']:.1f}", f"{values['rege']:.1f}"])
+
+    return rows
+
+
+def _reference_overview(results: dict[str, Any]) -> list[list[str]]:
+    r"""Every metric of the reference protocol as (metric, value) rows."""
+    reference, judge = results.get("reference_protocol") or {}, results.get("judge") or {}
+    emotion, au, reasoning = (reference.get(key) or {} for key in ("emotion", "au", "reasoning"))
+    rows = []
+    if emotion:
+        rows.append(
+            [f"Emotion accuracy (%), first answer word, {emotion['samples']} labelled", _number(emotion["accuracy"])]
+        )
+    if au:
+        rows += [
+            [
+                f"AU F1, macro over {len(au['classes'])} AUs (%), {au['samples']} labelled",
+                _number(au["macro_f1"]),
+            ],
+            ["AU F1, micro (%)", _number(au["micro_f1"])],
+        ]
+    if reasoning:
+        rows.append(
+            [
+                f"ROUGE-L of the whole completion, stemmed (%), {reasoning['samples']} rows",
+                _number(reasoning["rouge_l"]),
+            ]
+        )
+    if judge:
+        rows.append(
+            [f"Judge score 1-10, failures as 0 ({judge['pairs']} pairs)", _number(judge["mean_failures_as_zero"], 1.0)]
+        )
 
     return rows
 
@@ -113,11 +164,19 @@ def markdown(results: dict[str, Any]) -> str:
         if join.get("dataset")
         else "labels in the file"
     )
+    if not join.get("dataset") and join.get("labels_from") == "label":
+        source = "labels read from each line's `label` (the reference answer)"
+
+    chosen = results.get("protocol", "strict")
     lines = [
         f"# FEA evaluation: {benchmark.title} (`{benchmark.name}`)",
         "",
-        f"{results['samples']} predictions from `{join['predictions']}`, {source}.",
+        f"{results['samples']} predictions from `{join['predictions']}`, {source}. Both protocols are computed "
+        f"(docs/reproduce.md); the headline one is the {PROTOCOL_TITLES[chosen]}.",
     ]
+    if results.get("judge"):
+        lines.append(f"The judge was asked with the {results['judge'].get('inputs', chosen)} protocol's texts.")
+
     if join.get("truncated_labels"):
         lines.append(f"{join['truncated_labels']} decoded labels were cut by cutoff_len (prefix-matched).")
 
@@ -125,7 +184,11 @@ def markdown(results: dict[str, Any]) -> str:
     if tables:
         lines += ["", "## Beside the paper", *tables]
 
-    lines += ["", "## Metrics of this run", "", *_table(["Metric", "Value"], _overview(results))]
+    reference = _reference_overview(results)
+    if reference:
+        lines += ["", f"## Metrics, {PROTOCOL_TITLES['reference']}", "", *_table(["Metric", "Value"], reference)]
+
+    lines += ["", f"## Metrics, {PROTOCOL_TITLES['strict']}", "", *_table(["Metric", "Value"], _overview(results))]
     au = results.get("au")
     if au and au["per_au"]:
         rows = [
@@ -141,7 +204,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         lines += [
             "",
-            "## Per-AU F1",
+            "## Per-AU F1 (strict protocol)",
             "",
             *_table(["AU", "F1 (%)", "Precision (%)", "Recall (%)", "Positives", "Predicted"], rows),
         ]
