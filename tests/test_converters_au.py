@@ -180,7 +180,7 @@ def test_faba_merges_au_and_emotion_annotations(tmp_path: Path, capsys) -> None:
     train, test = rows(out, "faba_train"), rows(out, "faba_test")
     assert [(row["emotion"], row["aus"], row["au_labelled"]) for row in train] == [
         ("sadness", [4, 15], True),
-        ("neutral", [], False),
+        ("neutral", None, False),
     ]
     assert train[0]["messages"][1]["content"].startswith(f"<think>{au_text}")
     assert (test[0]["emotion"], test[0]["aus"]) == ("surprise", [1, 2, 43])  # label 2 = surprise in FABA's order

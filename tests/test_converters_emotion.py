@@ -45,7 +45,7 @@ def test_rafdb_maps_labels_and_registers_splits(rafdb: Path, tmp_path: Path, cap
     assert [row["emotion"] for row in train] == ["sadness", "happiness"]
     assert [row["emotion"] for row in test] == ["neutral", "surprise"]
     assert test[0]["messages"][1]["content"] == "<answer>neutral</answer>"  # label-only: the answer alone
-    assert test[0]["aus"] == []
+    assert test[0]["aus"] is None  # emotion-only: AUs not labelled (null), not "no active AU"
     assert test[0]["au_labelled"] is False
     assert Path(test[0]["images"][0]).is_file()
     assert "rafdb: read 4, written train 2, test 2, rejected 0." in capsys.readouterr().out

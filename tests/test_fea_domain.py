@@ -27,6 +27,7 @@ from llamafactory_fea.fea.labels import (
     answer_emotion,
     answer_text,
     clean_answer,
+    extract_labels,
     first_block,
     label_aus,
     label_columns,
@@ -205,9 +206,55 @@ def test_labels_are_lenient_for_rewards_and_strict_for_evaluation():
 
 def test_label_columns_follow_the_aliases():
     assert label_columns({"emotion": "Sad", "label": "anger", "aus": [4]}) == ("Sad", [4])
-    assert label_columns({"emotion": "", "label": "anger", "aus": [], "AUs": ["AU4"]}) == ("anger", ["AU4"])
-    assert label_columns({"labels": ["Sadness", "Anger"], "AUs": []}) == ("Sadness", None)  # FEA-20K
+    assert label_columns({"emotion": "", "label": "anger", "aus": None, "AUs": ["AU4"]}) == ("anger", ["AU4"])
+    assert label_columns({"emotion": "", "label": "anger", "aus": [], "AUs": ["AU4"]}) == ("anger", [])
+    assert label_columns({"labels": ["Sadness", "Anger"], "AUs": []}) == ("Sadness", [])  # [] is a label: no AU
+    assert label_columns({"labels": [], "AUs": ["AU1"]}) == (None, ["AU1"])  # no emotion word: not labelled
     assert label_columns({"label": "<answer>anger</answer>"}, ("emotion", "labels")) == (None, None)
+
+
+RESPONSE = "<think>Brows together (AU4), lips down (AU15).</think><answer>Sad</answer>"
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"emotion": "Angry", "aus": ["AU1", 4]}, {"emotion": "anger", "aus": [1, 4]}),  # the columns win
+        ({"emotion": "anger", "aus": None}, {"emotion": "anger", "aus": None}),  # emotion-only: AUs not labelled
+        ({"emotion": "anger"}, {"emotion": "anger", "aus": None}),  # an absent column is a null one
+        ({"emotion": None, "aus": [12]}, {"emotion": None, "aus": [12]}),  # AU-only: no emotion
+        ({"emotion": None, "aus": []}, {"emotion": None, "aus": []}),  # labelled: no active AU
+        ({"labels": [], "AUs": []}, {"emotion": None, "aus": []}),  # FEA-20K lists: source rules are the converter's
+        ({"emotion": "", "aus": []}, {"emotion": None, "aus": []}),
+        ({"emotion": None, "aus": None}, {"emotion": "sadness", "aus": [4, 15]}),  # neither: the response's
+        ({}, {"emotion": "sadness", "aus": [4, 15]}),
+        ({"labels": [], "AUs": None}, {"emotion": "sadness", "aus": [4, 15]}),
+    ],
+)
+def test_extract_labels_keeps_not_labelled_apart_from_none(row: dict, expected: dict):
+    assert extract_labels(row, RESPONSE) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("", {"emotion": None, "aus": None}),
+        (None, {"emotion": None, "aus": None}),
+        ("no tags at all", {"emotion": None, "aus": None}),
+        ("<think>The face is calm.</think><answer>neutral</answer>", {"emotion": "neutral", "aus": None}),
+        ("<think>Cheeks up (AU6).</think><answer>sad or happy</answer>", {"emotion": None, "aus": [6]}),
+    ],
+)
+def test_labels_from_a_response_are_only_what_it_says(response: str | None, expected: dict):
+    assert extract_labels({"emotion": None, "aus": None}, response) == expected
+
+
+def test_decoded_labels_keep_null_and_empty_apart():
+    from llamafactory_fea.train.labelled_data import LABELS_COLUMN, decode_labels
+
+    for labels in ({"emotion": None, "aus": []}, {"emotion": "anger", "aus": None}, {"emotion": None, "aus": [4]}):
+        row = {**labels, "solution": "", "id": "a", "dataset": None}
+        assert decode_labels({LABELS_COLUMN: json.dumps(row)}) == row
 
 
 def test_reference_readings_are_the_released_codes():

@@ -78,7 +78,18 @@ BAD_ROWS = [
         edited(messages=target("<answer>anger</answer>")),
         "a label-only target must be '<answer>sadness</answer>'",
     ),
-    ("reasoning without emotion", edited(emotion=None), "needs an 'emotion' label"),
+    (
+        "neither label nor a labelled answer",
+        edited(emotion=None, aus=None, messages=target("<think>The face is still and calm.</think><answer></answer>")),
+        "no label: 'emotion' and 'aus' are both null",
+    ),
+    (
+        "label-only target without labels",
+        edited(emotion=None, aus=None, messages=target("<answer></answer>")),
+        "no label",
+    ),
+    ("aus not a list", edited(aus="AU1"), "or null when not labelled"),
+    ("labelled no AU but the reasoning names one", edited(aus=[]), "the labels are none"),
     (
         "target with two answers",
         edited(messages=target("<think>Brows up (AU1), corners down (AU15).</think><answer>sad or angry</answer>")),
@@ -97,11 +108,32 @@ def test_each_bad_row_is_found(registry: Path, row: Any, reason: str) -> None:
 
 
 def test_label_only_rows_of_benchmarks_are_valid(registry: Path) -> None:
-    emotion_only = edited(id="e", aus=[], messages=target("<answer>sadness</answer>"))
+    emotion_only = edited(id="e", aus=None, messages=target("<answer>sadness</answer>"))
+    no_au = edited(id="n", aus=[], messages=target("<answer>sadness</answer>"))
     au_only = edited(id="a", emotion=None, aus=[1, 4], messages=target("<answer></answer>"))
-    write_dataset(registry, "data", [emotion_only, au_only])
+    write_dataset(registry, "data", [emotion_only, no_au, au_only])
     (report,) = validate_datasets(registry, ["data"])
-    assert (report.rows, report.valid) == (2, 2), report.summary()
+    assert (report.rows, report.valid) == (3, 3), report.summary()
+
+
+def test_partially_labelled_rows_with_reasoning_are_valid(registry: Path) -> None:
+    reasoning = "The inner brows are raised (AU1) and the lip corners are pulled down (AU15)."
+    rows = [
+        edited(id="emotion-only", aus=None),  # the reasoning's AUs are not checked against a label
+        edited(id="au-only", emotion=None),  # the answer is not graded
+        edited(
+            id="au-only, any answer", emotion=None, messages=target(f"<think>{reasoning}</think><answer></answer>")
+        ),
+        edited(
+            id="no AU",
+            aus=[],
+            messages=target("<think>The face is relaxed and still.</think><answer>sadness</answer>"),
+        ),
+        edited(id="from the answer", emotion=None, aus=None),  # neither column: the reference answer labels it
+    ]
+    write_dataset(registry, "data", rows)
+    (report,) = validate_datasets(registry, ["data"])
+    assert (report.rows, report.valid) == (5, 5), report.summary()
 
 
 def test_location_names_file_line_and_id(registry: Path) -> None:
@@ -183,3 +215,31 @@ def test_json_array_is_read_as_llamafactory_reads_it(registry: Path) -> None:
     assert "data.json:2:b: 'emotion' must be a normalised emotion" in str(report.problems[0])
     (registry / "data.json").write_text("[{")
     assert "LLaMA-Factory cannot read it" in str(validate_datasets(registry, ["data"])[0].problems[0])
+
+
+def test_a_column_first_valued_after_the_first_block_is_found(registry: Path, monkeypatch) -> None:
+    from datasets import load_dataset
+
+    from llamafactory_fea.data import validate
+    from llamafactory_fea.data.validate import first_block_lines, untyped_column_problems
+
+    emotion_only = [edited(id=f"e{i}", aus=None, messages=target("<answer>sadness</answer>")) for i in range(3)]
+    au_only = edited(id="a", emotion=None, aus=[1, 4], messages=target("<answer></answer>"))
+    path = write_dataset(registry, "data", [*emotion_only, au_only])
+    lines = path.read_text().splitlines()
+    block = len(lines[0]) + 1  # datasets reads the block, then on to the end of the next line: rows 1-2
+    assert first_block_lines(path, block) == 2
+    rows = list(enumerate((json.loads(line) for line in lines), start=1))
+    ((line, record_id, reason),) = untyped_column_problems(rows, 2)
+    assert (line, record_id) == (4, "a")
+    assert "column 'aus' has its first value here" in reason
+    with pytest.raises(Exception, match="generating the dataset"):  # what LLaMA-Factory would meet (as the oracle)
+        load_dataset("json", data_files=str(path), split="train", chunksize=block, cache_dir=str(registry / "c"))
+
+    assert untyped_column_problems(rows, first_block_lines(path)) == []  # a small file is one block
+    monkeypatch.setattr(validate, "JSON_BLOCK", block)
+    (report,) = validate_datasets(registry, ["data"])
+    assert (report.rows, report.valid) == (4, 3)
+    assert str(report.problems[0]).startswith(f"{path}:4:a: column 'aus' has its first value here")
+    reordered = [row for _, row in [rows[3], *rows[:3]]]
+    assert untyped_column_problems(list(enumerate(reordered, start=1)), 2) == []  # the AU row first: typed

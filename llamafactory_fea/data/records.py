@@ -15,19 +15,27 @@ DATASET_INFO = "dataset_info.json"
 
 @dataclass
 class FEARecord:
-    r"""One labelled face: image path (relative to the dataset folder), emotion, AUs, optional reasoning."""
+    r"""One labelled face: image path (relative to the dataset folder), emotion, AUs, optional reasoning.
+
+    `emotion` or `aus` None is "not labelled" (written as null); `aus=[]` is "labelled: no active AU". `completion`
+    is a whole tagged target used as it is (FEA-20K's well-formed descriptions) instead of one made from `reasoning`.
+    """
 
     id: str
     image: str
     emotion: str | None
-    aus: list[int]
+    aus: list[int] | None
     reasoning: str | None = None
     dataset: str = "fea"
     question: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    completion: str | None = None
 
     def target(self) -> str:
-        r"""The assistant turn: `<think>reasoning</think><answer>emotion</answer>` (without think if no reasoning)."""
+        r"""The assistant turn: `completion`, else `<think>reasoning</think><answer>emotion</answer>` (think if any)."""
+        if self.completion is not None:
+            return self.completion
+
         think = f"<think>{self.reasoning}</think>" if self.reasoning else ""
         return f"{think}<answer>{self.emotion or ''}</answer>"
 
@@ -42,10 +50,25 @@ class FEARecord:
             ],
             "images": [self.image],
             "emotion": self.emotion,
-            "aus": sorted(self.aus),
+            "aus": None if self.aus is None else sorted(self.aus),
             "dataset": self.dataset,
             **self.extra,
         }
+
+
+def typed_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    r"""The rows in their order, but for each column the first row with a value in it (not null, `[]` or `{}`) on top.
+
+    LLaMA-Factory's JSON reader (`datasets`) takes each column's type from the file's first 10 MB and fails on a value
+    of a column that was absent, null or `[]` throughout them (`data validate` says so); converters write rows so.
+
+    >>> [row["id"] for row in typed_first([{"id": 1, "aus": None}, {"id": 2, "aus": []}, {"id": 3, "aus": [4]}])]
+    [1, 3, 2]
+    """
+    keys = dict.fromkeys(key for row in rows for key in row)
+    firsts = (next((i for i, row in enumerate(rows) if row.get(key) not in (None, [], {})), None) for key in keys)
+    leaders = set(firsts) - {None}
+    return [rows[i] for i in sorted(leaders)] + [row for i, row in enumerate(rows) if i not in leaders]
 
 
 def dataset_info_entry(file_name: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from PIL import Image
 
 from ..fea.aus import AU_CATALOGUE, format_au
 from ..fea.emotions import EMOTIONS
-from ..fea.parsing import parse_completion
+from ..fea.labels import response_labels
+from ..fea.parsing import ParsedCompletion, _answer_problems, _reasoning_problems, _tag_problems, parse_completion
 from .files import RecordError, record_error
 from .records import DATASET_INFO, dataset_file_rows, read_dataset_info
 
@@ -57,13 +58,20 @@ def _message_problems(messages: Any, images: Any) -> list[str]:
 
 
 def _label_problems(emotion: Any, aus: Any) -> list[str]:
-    r"""Faults of the `emotion` and `aus` label columns (`emotion` may be null in AU-only data)."""
+    r"""Faults of the `emotion` and `aus` label columns; null is "not labelled", `aus: []` is "no active AU"."""
     problems = []
     if emotion is not None and emotion not in EMOTIONS:
         problems.append(f"'emotion' must be a normalised emotion ({', '.join(EMOTIONS)}) or null; got {emotion!r}.")
 
+    if aus is None:
+        return problems
+
     if not isinstance(aus, list) or not all(isinstance(au, int) and not isinstance(au, bool) for au in aus):
-        return [*problems, f"'aus' must be a list of AU numbers (ints), e.g. [1, 4]; got {aus!r}."]
+        return [
+            *problems,
+            f"'aus' must be a list of AU numbers (ints), e.g. [1, 4], [] for no active AU, or null when not "
+            f"labelled; got {aus!r}.",
+        ]
 
     unknown = [format_au(au) for au in aus if au not in AU_CATALOGUE]
     if unknown:
@@ -75,24 +83,40 @@ def _label_problems(emotion: Any, aus: Any) -> list[str]:
     return problems
 
 
-def _target_problems(target: str, emotion: Any, aus: list[int]) -> list[str]:
-    r"""Faults of the assistant target: it must parse cleanly, answer the label and name exactly the labelled AUs.
+def _completion_problems(parsed: ParsedCompletion, emotion: str | None, aus: list[int] | None) -> list[str]:
+    r"""The parser's faults of a target that count for these labels.
 
-    A label-only row (benchmark data without reasoning) has no `<think>` block: its target is `<answer>emotion</answer>`.
+    Without an emotion label (AU-only data) the answer is not graded, so it may be empty or any word; with `aus: []`
+    (no active AU) a reasoning may name no AU.
+    """
+    problems = _tag_problems(parsed.text)
+    rightly_none = aus == [] and not parsed.aus  # labelled "no active AU" and none named
+    if not rightly_none or parsed.reasoning == "":
+        problems += _reasoning_problems(parsed.reasoning, parsed.aus)
+
+    if emotion is not None:
+        problems += _answer_problems(parsed.answer)
+
+    return problems
+
+
+def _target_problems(target: str, emotion: str | None, aus: list[int] | None) -> list[str]:
+    r"""Faults of the assistant target: it must parse cleanly and agree with each label the row has.
+
+    A label-only row (benchmark data without reasoning) has no `<think>` block: its target is `<answer>emotion</answer>`
+    (`<answer></answer>` without an emotion label). With reasoning, the answer must be the emotion label and the
+    reasoning must name exactly the labelled AUs; a label the row does not have (null) is not checked.
     """
     if "<think>" not in target:
         expected = f"<answer>{emotion or ''}</answer>"
         return [] if target == expected else [f"a label-only target must be {expected!r}; got {target!r}."]
 
-    if emotion is None:
-        return ["a target with reasoning needs an 'emotion' label."]
-
     parsed = parse_completion(target)
-    problems = [f"assistant target: {problem}" for problem in parsed.problems]
-    if parsed.emotion is not None and parsed.emotion != emotion:
+    problems = [f"assistant target: {problem}" for problem in _completion_problems(parsed, emotion, aus)]
+    if emotion is not None and parsed.emotion is not None and parsed.emotion != emotion:
         problems.append(f"the target answers {parsed.emotion!r} but the label is {emotion!r}: make them agree.")
 
-    if parsed.aus and parsed.aus != set(aus):
+    if aus is not None and parsed.aus and parsed.aus != set(aus):
         named, labelled = sorted(parsed.aus), sorted(aus)
         problems.append(
             f"the reasoning names {', '.join(map(format_au, named))} but the labels are "
@@ -102,8 +126,18 @@ def _target_problems(target: str, emotion: Any, aus: list[int]) -> list[str]:
     return problems
 
 
+NO_LABEL = (
+    "no label: 'emotion' and 'aus' are both null and the reference answer names no emotion in <answer> and no AU in "
+    "<think>. Give 'emotion' (e.g. \"anger\") and/or 'aus' (e.g. [1, 4], or [] for no active AU), or remove the row."
+)
+
+
 def row_problems(row: Any, media_dir: "str | Path") -> list[str]:
-    r"""Every fault of one FEA row: schema, image, labels and assistant target (duplicate ids are `RowChecker`'s)."""
+    r"""Every fault of one FEA row: schema, image, labels and assistant target (duplicate ids are `RowChecker`'s).
+
+    A row may carry one label only (`emotion` or `aus` null: not labelled); a row with neither takes its labels from
+    its reference answer (`fea.labels.response_labels`) and is refused when that gives none.
+    """
     if not isinstance(row, dict):
         return [f"a row must be a JSON object; got {type(row).__name__}."]
 
@@ -116,11 +150,18 @@ def row_problems(row: Any, media_dir: "str | Path") -> list[str]:
 
     problem = image_problem(Path(media_dir) / row["images"][0])
     problems = [problem] if problem else []
-    problems += _label_problems(row.get("emotion"), row.get("aus"))
-    if not problems:
-        problems += _target_problems(row["messages"][-1]["content"], row["emotion"], row["aus"])
+    emotion, aus = row.get("emotion"), row.get("aus")
+    problems += _label_problems(emotion, aus)
+    if problems:
+        return problems
 
-    return problems
+    target = row["messages"][-1]["content"]
+    if emotion is None and aus is None:
+        emotion, aus = response_labels(target)
+        if emotion is None and aus is None:
+            return [NO_LABEL]
+
+    return _target_problems(target, emotion, aus)
 
 
 @dataclass
@@ -181,6 +222,51 @@ def missing_file_fix(path: Path, dataset_dir: "str | Path") -> str:
     return "convert the dataset or fix 'file_name'."
 
 
+JSON_BLOCK = 10 << 20  # `datasets`' JSON reader: the bytes whose rows type the columns (its `chunksize`)
+
+
+def first_block_lines(path: Path, block: int = JSON_BLOCK) -> int:
+    r"""How many lines of a JSONL file `datasets` reads as its first block (the block, then on to the line's end)."""
+    with open(path, "rb") as f:
+        head = f.read(block)
+        head += f.readline() if head else b""  # as `datasets` does, even when the block ends a line
+
+    return head.count(b"\n") + (not head.endswith(b"\n") and bool(head))
+
+
+def untyped_column_problems(rows: list[tuple[int, Any]], block_lines: int) -> list[tuple[int, Any, str]]:
+    r"""(line, id, reason) where a column gets its first value after `datasets`' first block.
+
+    LLaMA-Factory reads a JSONL file with `datasets`, which types each column from the rows of the file's first
+    block (10 MB) and fails ("Couldn't cast ...") on a later value of a column that was absent, null or `[]` in every
+    one of them: partially labelled data (`emotion`/`aus` null) sorted by source does this.
+    """
+    typed, problems = set(), []
+    for line, row in rows:
+        if not isinstance(row, dict):
+            continue
+
+        valued = {key for key, value in row.items() if value is not None and value != [] and value != {}}
+        if line <= block_lines:
+            typed |= valued
+            continue
+
+        for key in sorted(valued - typed):
+            typed.add(key)  # said once
+            problems.append(
+                (
+                    line,
+                    row.get("id"),
+                    f"column {key!r} has its first value here, after the {block_lines} rows of the file's first 10 "
+                    "MB, where it is absent, null or [] in every row: LLaMA-Factory's JSON reader (datasets) types "
+                    "each column from those rows and fails on this one. Move a row with a value in it to the top "
+                    "(`data convert` writes its rows so).",
+                )
+            )
+
+    return problems
+
+
 def validate_file(dataset: str, path: Path, checker: RowChecker, dataset_dir: "str | Path" = ".") -> FileReport:
     r"""Validate every line of a JSONL or JSON-array dataset file (read as LLaMA-Factory reads it)."""
     report = FileReport(dataset, str(path))
@@ -194,9 +280,16 @@ def validate_file(dataset: str, path: Path, checker: RowChecker, dataset_dir: "s
         report.problems.append(error)
         return report
 
+    untyped: dict[int, list[RecordError]] = {}
+    if path.suffix != ".json":  # a JSON array is read whole
+        for line, record_id, reason in untyped_column_problems(rows, first_block_lines(path, JSON_BLOCK)):
+            untyped.setdefault(line, []).append(record_error(str(path), line, record_id, reason))
+
     for line, row in rows:
         report.rows += 1
         errors = [row] if isinstance(row, RecordError) else checker.check(row, str(path), line)
+        errors += untyped.get(line, [])
+
         report.problems += errors
         report.valid += not errors
 

@@ -6,7 +6,8 @@ read in linear time: the released regexes (`<think>(.*?)</think>` and the like) 
 many opening tags and no closing one, and eval and synthesis parse arbitrary text (tests hold the regexes as oracles).
 `label_emotion` and `label_aus` say what a label value is: lenient for rewards handed raw user columns, strict (raising
 `UnknownEmotionError`/`UnknownAUError`) for evaluation. `extract_labels` finds a row's labels in its columns, under
-their aliases, or else in its reference answer; LLaMA-Factory's converters call it once, when a row is loaded.
+their aliases, or else in its reference answer; LLaMA-Factory's converters call it once, when a row is loaded. A label
+may be missing (None, "not labelled"), which differs from an empty AU list ("labelled: no active AU").
 """
 
 import re
@@ -200,11 +201,11 @@ def label_aus(value: Any, strict: bool = False) -> frozenset[int] | None:
     return frozenset(numbers)
 
 
-def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:
-    r"""The value of the first of `names` that the row has and that is not empty."""
+def _first(row: dict[str, Any], names: tuple[str, ...], empty_list: bool = False) -> Any:
+    r"""The value of the first of `names` that the row has and that is not empty (with `empty_list`, `[]` is a value)."""
     for name in names:
         value = row.get(name)
-        if value is not None and value != "" and value != []:
+        if value is not None and value != "" and (empty_list or value != []):
             return value
 
     return None
@@ -215,29 +216,68 @@ def label_columns(
 ) -> tuple[Any, Any]:
     r"""The raw emotion and AU values of a row: the first alias column with a value; a list of emotions gives its first.
 
+    None is "not labelled". An empty emotion (`""`, `labels: []`) is not a label; an empty AU list is one (no active
+    AU), an empty AU string is not.
+
     >>> label_columns({"labels": ["Sadness"], "AUs": ["AU1", "AU4"]})
     ('Sadness', ['AU1', 'AU4'])
+    >>> label_columns({"labels": [], "AUs": []}), label_columns({"emotion": "anger", "aus": None})
+    ((None, []), ('anger', None))
     """
-    emotion, aus = _first(row, emotion_columns), _first(row, aus_columns)
+    emotion, aus = _first(row, emotion_columns), _first(row, aus_columns, empty_list=True)
     if isinstance(emotion, (list, tuple)):
         emotion = emotion[0] if emotion else None
 
     return emotion, aus
 
 
-def extract_labels(row: dict[str, Any], response: str) -> dict[str, Any]:
-    r"""A row's labels, normalised: its emotion/AU columns, else the answer and AUs of its reference response.
+def response_labels(response: str | None) -> tuple[str | None, list[int] | None]:
+    r"""The labels a reference response gives: the emotion of its answer, the AUs its reasoning names (None: none given).
+
+    A reasoning that names no AU gives no AU label: it cannot tell "no active AU" from "not said".
+
+    >>> (
+    ...     response_labels("<think>Brows together (AU4).</think><answer>anger</answer>"),
+    ...     response_labels("<think>a</think>"),
+    ... )
+    (('anger', [4]), (None, None))
+    """
+    emotion = answer_emotion(answer_text(response))
+    aus = named_aus(think_text(response))
+    return emotion, sorted(aus) if aus else None
+
+
+def extract_labels(row: dict[str, Any], response: str | None) -> dict[str, Any]:
+    r"""A row's labels, normalised: {"emotion": str or None, "aus": sorted AU numbers or None}; None = not labelled.
+
+    The columns (`emotion`/`label`/`labels`, `aus`/`AUs`) are authoritative when any of them has a value: a column
+    that is null or absent beside it is "not labelled", and `aus: []` is "labelled: no active AU". Only a row with
+    neither label column set (plain sharegpt/alpaca data) takes its labels from its reference response
+    (`response_labels`). A row's `au_labelled` flag (written by the benchmark converters) wins over its AU column:
+    false is "not labelled", true without AUs is "no active AU". A source's own rule for empty lists (FEA-20K) is
+    applied by its converter, not here.
 
     >>> extract_labels({"emotion": "Sad", "aus": ["AU4"]}, "")
     {'emotion': 'sadness', 'aus': [4]}
+    >>> extract_labels({"emotion": None, "aus": []}, "<think>Brows together (AU4).</think><answer>anger</answer>")
+    {'emotion': None, 'aus': []}
+    >>> extract_labels({"labels": ["Happy"]}, "<think>Lips up (AU12).</think><answer>sadness</answer>")
+    {'emotion': 'happiness', 'aus': None}
     >>> extract_labels({}, "<think>Brows together (AU4).</think><answer>anger</answer>")
     {'emotion': 'anger', 'aus': [4]}
+    >>> extract_labels({"emotion": None, "aus": None}, "no tags at all")
+    {'emotion': None, 'aus': None}
+    >>> extract_labels({"emotion": "anger", "aus": [], "au_labelled": False}, "")
+    {'emotion': 'anger', 'aus': None}
     """
     emotion, aus = label_columns(row)
-    if response and emotion is None:
-        emotion = answer_emotion(answer_text(response))
+    if row.get("au_labelled") is False:  # the benchmark converters' flag: AUs not coded for this row
+        aus = None
+    elif row.get("au_labelled") is True and aus is None:
+        aus = []
 
-    if response and aus is None:
-        aus = sorted(named_aus(think_text(response)))
+    if emotion is None and aus is None and response:
+        emotion, aus = response_labels(response)
 
-    return {"emotion": label_emotion(emotion), "aus": sorted(label_aus(aus) or ())}
+    aus = label_aus(aus)
+    return {"emotion": label_emotion(emotion), "aus": None if aus is None else sorted(aus)}

@@ -59,7 +59,7 @@ def _record(image: Path, emotion: str, key: str, dataset_dir: Path, prompt: str)
         id=f"{NAME}_{key}",
         image=image_reference(image, dataset_dir),
         emotion=emotion,
-        aus=[],
+        aus=None,
         dataset=NAME,
         question=prompt,
         extra={"au_labelled": False},

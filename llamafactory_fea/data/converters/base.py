@@ -16,7 +16,7 @@ from ...fea.emotions import LABEL_SPACES
 from ...fea.prompts import FEAPrompts
 from ...registry import Registry
 from ..files import RecordError, atomic_write, jsonl, text_lines, write_files
-from ..records import DATASET_INFO, FEARecord, dataset_info_entry, read_dataset_info, registry_text
+from ..records import DATASET_INFO, FEARecord, dataset_info_entry, read_dataset_info, registry_text, typed_first
 from ..validate import image_problem
 
 
@@ -291,7 +291,7 @@ def write_splits(
 
         records[:] = kept
 
-    rows = {split: [record.to_row() for record in records] for split, records in splits.items()}
+    rows = {split: typed_first([record.to_row() for record in records]) for split, records in splits.items()}
     used = {image for split_rows in rows.values() for row in split_rows for image in row["images"]}
     images = {dataset_dir / path: data for path, data in report.images.items() if path in used}
     return write_outputs(source, dataset_dir, rows, report, allow_rejects, images)

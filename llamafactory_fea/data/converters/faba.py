@@ -162,7 +162,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
                 report.reject(error)
                 continue
 
-            aus, au_text = item.get("au", ([], None))
+            aus, au_text = item.get("au", (None, None))
             emotion, emotion_text = item.get("emotion", (None, None))
             records.append(
                 FEARecord(

@@ -99,7 +99,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
                 id=f"{NAME}_{usage}_{index:05d}",
                 image=relative,
                 emotion=LABELS[int(label)],
-                aus=[],
+                aus=None,
                 dataset=NAME,
                 question=prompt,
                 extra={"au_labelled": False},

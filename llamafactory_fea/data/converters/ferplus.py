@@ -116,7 +116,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
                 id=f"{NAME}_{Path(name).stem}",
                 image=relative,
                 emotion=emotion,
-                aus=[],
+                aus=None,
                 dataset=NAME,
                 question=prompt,
                 extra={"au_labelled": False, "votes": votes},

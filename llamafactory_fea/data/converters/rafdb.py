@@ -75,7 +75,7 @@ def convert(args: argparse.Namespace, report: BenchmarkReport) -> dict[str, list
                 id=f"{NAME}_{Path(name).stem}",
                 image=image_reference(image, dataset_dir),
                 emotion=LABELS[label],
-                aus=[],
+                aus=None,
                 dataset=NAME,
                 question=prompt,
                 extra={"au_labelled": False},
