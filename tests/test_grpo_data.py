@@ -105,6 +105,40 @@ def test_plain_sharegpt_data_gets_labels_from_its_reference_answer(tiny_model: P
     assert train[0]["images"][0].size == (64, 48)
 
 
+def test_a_mix_of_emotion_only_and_au_only_rows_keeps_what_each_row_lacks(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    import logging
+
+    from PIL import Image
+
+    data_dir = tmp_path / "mix"
+    (data_dir / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 48), "gray").save(data_dir / "images" / "face.png")
+    records = [
+        FEARecord("fer", "images/face.png", "sadness", None, "Brows down (AU4).", "fer2013"),  # emotion source
+        FEARecord("disfa", "images/face.png", None, [1, 4], "Brows up (AU1) and down (AU4).", "disfa"),  # AU source
+        FEARecord("still", "images/face.png", None, [], "A still face.", "disfa"),  # labelled: no active AU
+        FEARecord("both", "images/face.png", "happiness", [6, 12], "Cheeks up (AU6) (AU12).", "rafdb"),
+    ]
+    write_jsonl(data_dir / "mix.jsonl", [record.to_row() for record in records])
+    register_dataset(data_dir, "mix", "mix.jsonl")
+    logger = logging.getLogger("llamafactory_fea")
+    logger.addHandler(caplog.handler)
+    try:
+        train = load(tiny_model, tmp_path, dataset="mix", dataset_dir=str(data_dir))["train_dataset"]
+    finally:
+        logger.removeHandler(caplog.handler)
+
+    assert [(row["emotion"], row["aus"]) for row in train] == [
+        ("sadness", None),
+        (None, [1, 4]),
+        (None, []),
+        ("happiness", [6, 12]),
+    ]
+    assert "4 prompts, 2 with an emotion label, 3 with AU labels" in caplog.text
+
+
 def test_text_only_alpaca_data_has_no_images_column(tiny_model: Path, tmp_path: Path):
     data_dir = tmp_path / "text"
     answer = "<think>The lip corners are pulled up (AU12).</think><answer>Happy</answer>"
@@ -132,7 +166,7 @@ def test_label_extraction_prefers_columns():
     assert extract_labels({"emotion": "Sad", "aus": [1, 15]}, response) == {"emotion": "sadness", "aus": [1, 15]}
     assert extract_labels({"labels": ["Sadness"], "AUs": ["AU1", "AU4"]}, "") == {"emotion": "sadness", "aus": [1, 4]}
     assert extract_labels({"emotion": None, "aus": None}, response) == {"emotion": "anger", "aus": [4]}
-    assert extract_labels({}, "no tags at all") == {"emotion": None, "aus": []}
+    assert extract_labels({}, "no tags at all") == {"emotion": None, "aus": None}  # None: not labelled (issue 10)
 
 
 def test_missing_image_names_the_dataset_and_record(tiny_model: Path, tmp_path: Path):

@@ -1,6 +1,7 @@
 r"""The `grpo` stage end to end: `llamafactory-cli train examples/fea_grpo.yaml` on the tiny model and the demo data."""
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def record_labels(completions, emotion=None, aus=None, images=None, completion_i
         for i, completion in enumerate(completions):
             row = {
                 "emotion": emotion[i],
-                "aus": list(aus[i]),
+                "aus": None if aus[i] is None else list(aus[i]),
                 "images": [list(image.size) for image in images[i]] if images else [],
                 "completion_ids": list(completion_ids[i]),
                 "completion_is_text": isinstance(completion, str),
@@ -159,3 +160,51 @@ def test_two_processes_with_torchrun_on_cpu(tiny_model: Path, tmp_path: Path):
     assert_grpo_metrics_logged(logs)
     assert logs[0]["num_tokens"] > 0
     assert (output_dir / "checkpoint-2" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.e2e
+def test_a_mix_of_emotion_only_and_au_only_rows_grades_each_row_on_the_labels_it_has(tiny_model: Path, tmp_path: Path):
+    # one prompt per step (2 completions, a group of 2) and an epoch of 3 rows: every row is one step, so each step's
+    # logged reward means come from one row alone, and an unlabelled side must log NaN rather than a number
+    rows = []
+    for source, emotion, aus in ((DEMO[0], None, "keep"), (DEMO[1], "keep", None), (DEMO[2], "keep", "keep")):
+        row = {**source, "images": [str(DATA_REGISTRY / image) for image in source["images"]]}
+        row["emotion"] = row["emotion"] if emotion == "keep" else None
+        row["aus"] = row["aus"] if aus == "keep" else None
+        rows.append(row)
+
+    data = tmp_path / "mix"
+    data.mkdir()
+    (data / "mix.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "mix": json.loads((DATA_REGISTRY / "dataset_info.json").read_text())["fea_demo"]
+                | {"file_name": "mix.jsonl"}
+            }
+        )
+    )
+    output_dir, record = tmp_path / "grpo", tmp_path / "record.jsonl"
+    result = run_grpo(
+        tiny_model, output_dir, record, f"dataset_dir={data}", "dataset=mix", "max_steps=3", "save_steps=10"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    records = read_records(record)
+    assert len(records) == 3 * 2  # one call a step, two completions of one row
+    seen = [(records[2 * k]["emotion"], records[2 * k]["aus"]) for k in range(3)]
+    assert [(row["emotion"], row["aus"]) for row in records[1::2]] == seen
+    assert sorted(seen, key=str) == sorted(((row["emotion"], row["aus"]) for row in rows), key=str)  # each row once
+
+    logs = step_logs(output_dir)
+    assert [log["current_steps"] for log in logs] == [1, 2, 3]
+    for log, (emotion, aus) in zip(logs, seen):
+        for name in ("fea_emotion", "fea_au_f1"):
+            labelled = (emotion if name == "fea_emotion" else aus) is not None
+            mean = log[f"rewards/{name}/mean"]
+            assert math.isnan(mean) != labelled, (name, emotion, aus, mean)
+
+        assert ("fea/emotion_accuracy" in log) == (emotion is not None)
+        assert ("fea/au_f1" in log) == (aus is not None)
+        assert not math.isnan(log["rewards/fea_format/mean"])
+        assert not math.isnan(log["reward"])  # the summed reward leaves the missing side out (nansum)

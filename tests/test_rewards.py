@@ -236,13 +236,13 @@ def test_emotion_fuzzy_is_the_released_levenshtein_ratio():
         ("<THINK>brows (au4)</think>", ["AU4"], 1.0),  # tags and AUs in any case, as the reference
         ("<think>(AU04)</think>", [4], -1.0),  # the reference compares strings: AU04 is not AU4
         ("<think>(AU4)</think><think>(AU15)</think>", [4, 15], 2 * (2 / 3) - 1),  # first think only
-        ("<think>(AU4)</think>", [], 0.0),  # a sample without AU labels
-        ("<think>(AU4)</think>", None, 0.0),
+        ("<think>(AU4)</think>", [], 0.0),  # labelled: no active AU (the reference pays 0 for an empty AU list)
+        ("<think>(AU4)</think>", None, None),  # not labelled (an emotion-only source): nothing
         ("<think>(AU1)(AU4)</think>", "AU1, AU4", 1.0),
     ],
 )
-def test_au_f1_reference(completion: str, labels, expected: float):
-    assert fea_au_f1([completion], aus=[labels]) == [pytest.approx(expected)]
+def test_au_f1_reference(completion: str, labels, expected: float | None):
+    assert fea_au_f1([completion], aus=[labels]) == [None if expected is None else pytest.approx(expected)]
 
 
 def test_au_f1_matches_the_released_code_on_fuzzed_completions():
@@ -309,6 +309,27 @@ def test_rewards_ignore_missing_label_columns():
         assert len(values) == 2, name
 
 
+def test_a_reward_gives_nothing_to_a_row_without_the_label_it_reads():
+    # a mixed batch: an emotion-only row (an emotion source), an AU-only row, a row with both, one labelled no-AU
+    emotion, aus = ["sadness", None, "sadness", None], [None, [4, 15], [4, 15], []]
+    reads = {
+        "emotion": ("fea_emotion", "fea_emotion_fuzzy", "fea_strict_emotion"),
+        "aus": ("fea_au_f1", "fea_strict_au_f1", "fea_au_hallucination"),
+    }
+    for column, names in reads.items():
+        labelled = [value is not None for value in (emotion if column == "emotion" else aus)]
+        for name in names:
+            values = REWARDS[name]([GOOD] * 4, emotion=emotion, aus=aus)
+            assert [value is not None for value in values[:3]] == labelled[:3], name
+            assert all(isinstance(value, float) for value, has in zip(values[:3], labelled) if has), name
+
+    assert fea_au_f1([GOOD] * 4, aus=aus)[3] == 0.0  # labelled: no active AU
+    assert fea_strict_au_f1([GOOD] * 4, aus=aus)[3] is None
+    assert fea_au_hallucination([GOOD] * 4, aus=aus)[3] == -1.0
+    for name in ("fea_format", "fea_strict_format", "fea_consistency"):  # they read no label
+        assert None not in REWARDS[name]([GOOD] * 4, emotion=emotion, aus=aus), name
+
+
 HACKS = {
     "empty answer": "<think>The brows are lowered and pulled together (AU4), lips down (AU15).</think><answer></answer>",
     "several emotions": "<think>The brows are lowered and pulled together (AU4), lips down (AU15).</think><answer>sadness or anger</answer>",
@@ -371,8 +392,9 @@ def test_hallucination_penalty():
     assert fea_au_hallucination(["<think>(AU4) (AU12)</think><answer>sadness</answer>"], aus=[[4]]) == [-0.5]
     assert fea_au_hallucination(["<think>(AU4) (AU77)</think>"], aus=[[4, 77]]) == [-0.5]  # outside the catalogue
     assert fea_au_hallucination(["<think>none</think>"], aus=[[4]]) == [0.0]
-    assert fea_au_hallucination(["<think>(AU4)</think>"], aus=[[]]) == [None]  # emotion-only data: unknown
+    assert fea_au_hallucination(["<think>(AU4)</think>"], aus=[None]) == [None]  # emotion-only data: unknown
     assert fea_au_hallucination(["<think>(AU4)</think>"]) == [None]
+    assert fea_au_hallucination(["<think>(AU4)</think>"], aus=[[]]) == [-1.0]  # labelled: no active AU
 
 
 def test_au_frequency_weights_follow_the_reference():

@@ -10,8 +10,9 @@ from PIL import Image
 
 from llamafactory_fea.fea.labels import AU_PATTERN
 from llamafactory_fea.fea.parsing import parse_completion
+from llamafactory_fea.fea.prompts import FEAPrompts
 from llamafactory_fea.train.synth.args import SynthesisArguments, SynthesisCallbackArguments
-from llamafactory_fea.train.synth.engine import GenerationRequest
+from llamafactory_fea.train.synth.engine import Completion, GenerationRequest
 from llamafactory_fea.train.synth.job import Journal, SynthesisPassConfig, read_journals, run_synthesis_pass
 from llamafactory_fea.train.synth.report import read_passes
 from llamafactory_fea.train.synth.samples import SynthSample
@@ -49,25 +50,30 @@ class ScriptedEngine:
         return [request.prompt for request in self.requests if request.key == key]
 
 
-HINT = re.compile(r"the face shows (\w+), and its active action units are (.*?)\. Explain")
+EMOTION_HINT = re.compile(r"The face shows (\w+): answer")
+AUS_HINT = re.compile(r"Its active action units are (.*?): explain")
 
 
 class HintFollowingEngine:
-    r"""A model that follows the guided prompt's hints, but gets the emotion wrong on the first try of every
-    other sample and never writes tags for surprise faces: some samples are kept at once, some after a retry,
-    some never. Used by the e2e tests through `synth_backend: tests.test_synth.hint_following_engine`."""
+    r"""A model that follows the guided prompt's hints (only those given), but gets the emotion wrong on the first
+    try of every other emotion-hinted sample, answers `neutral` when no emotion is hinted, and never writes tags for
+    faces hinted as surprise: some samples are kept at once, some after a retry, some never. Used by the e2e tests
+    through `synth_backend: tests.test_synth.hint_following_engine`."""
 
     def generate(self, requests: list[GenerationRequest]) -> list[str]:
         outputs = []
         for request in requests:
-            emotion, au_text = HINT.search(request.prompt).groups()
-            aus = " and ".join(f"the muscle moves (AU{au})" for au in AU_PATTERN.findall(au_text))
-            if emotion == "surprise":
-                outputs.append(f"I think it is {emotion}.")
+            emotion, au_hint = EMOTION_HINT.search(request.prompt), AUS_HINT.search(request.prompt)
+            named = AU_PATTERN.findall(au_hint.group(1)) if au_hint else ["4"]
+            aus = " and ".join(f"the muscle moves (AU{au})" for au in named)
+            if emotion is None:
+                outputs.append(f"<think>Here {aus}.</think><answer>neutral</answer>")
+            elif emotion.group(1) == "surprise":
+                outputs.append("I think it is surprise.")
             elif "rejected" not in request.prompt and sum(map(ord, request.key)) % 2:
                 outputs.append(f"<think>Here {aus}.</think><answer>neutral</answer>")
             else:
-                outputs.append(f"<think>Here {aus}.</think><answer>{emotion}</answer>")
+                outputs.append(f"<think>Here {aus}.</think><answer>{emotion.group(1)}</answer>")
 
         return outputs
 
@@ -85,7 +91,7 @@ def face(tmp_path: Path) -> str:
 
 
 def make_sample(key: str, index: int, image: str, emotion: str | None = "sadness", aus=(1, 4, 15)) -> SynthSample:
-    problem = None if emotion and aus else "no_labels"
+    problem = None if emotion is not None or aus is not None else "no_labels"
     return SynthSample(
         key=key,
         index=index,
@@ -93,7 +99,7 @@ def make_sample(key: str, index: int, image: str, emotion: str | None = "sadness
         source="test",
         image=image,
         emotion=emotion,
-        aus=tuple(aus),
+        aus=None if aus is None else tuple(aus),
         question="What emotion does this face show?",
         problem=problem,
     )
@@ -118,7 +124,7 @@ def cases(face: str, tmp_path: Path) -> tuple[list[SynthSample], dict[str, list[
         "missing_image": [SAD],
     }
     samples = [make_sample(key, i, face) for i, key in enumerate(scripts)]
-    samples[9] = make_sample("no_labels", 9, face, emotion=None)
+    samples[9] = make_sample("no_labels", 9, face, emotion=None, aus=None)
     samples[10] = make_sample("corrupt_image", 10, str(corrupt))
     samples[11] = make_sample("missing_image", 11, str(tmp_path / "nowhere.png"))
     return samples, scripts
@@ -156,7 +162,8 @@ def test_keep_rule_retries_and_feedback(cases):
 
     # the first prompt is the guided one; each retry shows the last answer and says what was wrong with it
     first, second, third = engine.prompts("good_on_second_retry")
-    assert "the face shows sadness" in first
+    assert first == FEAPrompts().guided("sadness", [1, 4, 15])
+    assert "The face shows sadness" in first
     assert "AU15 lip corner depressor" in first
     assert "rejected" not in first
     assert first in second
@@ -184,6 +191,167 @@ def test_kept_row_is_the_ordinary_question_with_the_kept_reasoning(cases):
     assert row["aus"] == [1, 4, 15]
     assert row["id"] == "good_on_second_retry"
     assert results["good_on_second_retry"].reasons == [["emotion_mismatch"], ["au_mismatch"], []]
+
+
+THINK_SAD = (
+    "<think>The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15).</think>"
+)
+EMOTION_ONLY = {  # emotion "sadness", no AU label: only the answer is checked
+    "e_right": SAD,
+    "e_other_aus": "<think>The cheeks are raised (AU6).</think><answer>sadness</answer>",
+    "e_wrong_emotion": WRONG_EMOTION,
+    "e_no_think": "The inner brows are raised (AU1). <answer>sadness</answer>",
+    "e_capitalised": f"{THINK_SAD}<answer>Sadness</answer>",
+    "e_repeated": f"{THINK_SAD}<answer>sadness, sadness</answer>",
+    "e_first_answer": f"{THINK_SAD}<answer>sadness</answer><answer>anger</answer>",
+}
+AU_ONLY = {  # AUs 1, 4, 15, no emotion label: only the AU set is checked
+    "a_right": SAD,
+    "a_other_emotion": WRONG_EMOTION,
+    "a_missing_au": AU_MISSING,
+    "a_au_after_think": "<think>The inner brows are raised (AU1), the brows are lowered (AU4).</think>"
+    "<answer>sadness</answer> And AU15.",
+    "a_no_tags": "The inner brows are raised (AU1), the brows are lowered (AU4), the lip corners drop (AU15).",
+    "a_none_active": "<think>The face is relaxed and still.</think><answer>neutral</answer>",  # labelled aus: []
+}
+PARTIAL_KEPT = {
+    "ours": {"e_right", "e_other_aus", "e_capitalised", "a_right", "a_other_emotion", "a_none_active"},
+    "reference": {
+        "e_right",
+        "e_other_aus",
+        "e_no_think",
+        "e_repeated",
+        "e_first_answer",
+        "a_right",
+        "a_other_emotion",
+        "a_au_after_think",
+        "a_no_tags",
+    },
+}
+
+
+@pytest.mark.parametrize("rule", ["ours", "reference"])
+@pytest.mark.parametrize("labels", ["emotion", "aus"])
+def test_partially_labelled_samples_are_kept_by_the_labels_they_have(face: str, rule: str, labels: str):
+    scripts = EMOTION_ONLY if labels == "emotion" else AU_ONLY
+    samples = []
+    for index, key in enumerate(scripts):
+        if labels == "emotion":
+            samples.append(make_sample(key, index, face, emotion="sadness", aus=None))
+        else:
+            samples.append(
+                make_sample(key, index, face, emotion=None, aus=() if key == "a_none_active" else (1, 4, 15))
+            )
+
+    engine = ScriptedEngine({key: [text] for key, text in scripts.items()})
+    results = {r.sample.key: r for r in Synthesizer(engine, KeepRule(name=rule), max_retries=0).run(samples)}
+
+    assert {key for key, result in results.items() if result.status == "kept"} == PARTIAL_KEPT[rule] & set(scripts)
+    for sample in samples:  # the hinted prompt gives only the hints that exist
+        emotion, aus = sample.emotion, None if sample.aus is None else list(sample.aus)
+        if rule == "reference" and not aus:
+            aus = None  # the released code reads an empty AU list as no label
+        if emotion is None and aus is None:
+            assert results[sample.key].status == "skipped"
+            assert results[sample.key].reason == "no_labels"
+            assert not engine.prompts(sample.key)
+            continue
+
+        assert engine.prompts(sample.key) == [FEAPrompts().guided(emotion, aus)]
+        assert ("The face shows" in engine.prompts(sample.key)[0]) == (labels == "emotion")
+        assert ("active action units" in engine.prompts(sample.key)[0]) == (labels == "aus")
+
+    kept = {key: result.row for key, result in results.items() if result.status == "kept"}
+    for key, row in kept.items():  # the row carries the sample's labels, null where it has none
+        assert (row["emotion"], row["aus"]) == (("sadness", None) if labels == "emotion" else (None, row["aus"]))
+        if rule == "reference":
+            assert row["messages"][1]["content"] == scripts[key]  # the completion as generated
+    if rule == "ours" and labels == "aus":
+        assert kept["a_other_emotion"]["messages"][1]["content"] == WRONG_EMOTION  # the model's own answer
+        assert kept["a_none_active"]["aus"] == []
+    if rule == "ours" and labels == "emotion":
+        assert kept["e_capitalised"]["messages"][1]["content"] == f"{THINK_SAD}<answer>sadness</answer>"
+
+
+def test_reference_rule_feedback_reads_what_it_checks(face: str):
+    sample = make_sample("a", 0, face, emotion="sadness")
+    engine = ScriptedEngine({"a": ["Brows lowered (AU4), cheeks up (AU6). <answer>anger, fear</answer>", SAD]})
+    (result,) = Synthesizer(engine, KeepRule(name="reference"), max_retries=1).run([sample])
+    assert result.status == "kept"
+    assert result.reasons == [["au_mismatch", "emotion_mismatch"], []]
+    retry = engine.prompts("a")[1]
+    assert "The answer named AU6, which is not active on this face and left out AU1 and AU15" in retry
+    assert "The answer was 'anger, fear' but the face shows sadness" in retry
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_retries_see_the_last_attempt_or_every_attempt(face: str, history: bool):
+    engine = ScriptedEngine({"s": [WRONG_EMOTION, AU_MISSING, NO_TAGS, SAD]})
+    synthesizer = Synthesizer(engine, max_retries=3, history=history)
+    (result,) = synthesizer.run([make_sample("s", 0, face)])
+    assert result.status == "kept"
+    first, second, third, fourth = engine.prompts("s")
+    wrong_emotion = "The answer was 'anger' but the face shows sadness: answer sadness."
+    left_out = "left out AU15"
+    assert WRONG_EMOTION in second
+    assert wrong_emotion in second
+    assert AU_MISSING in third
+    assert left_out in third
+    assert NO_TAGS in fourth
+    assert "Put the reasoning inside <think> and </think>." in fourth
+    if history:  # each retry is the previous prompt plus the last answer and what was wrong with it
+        assert third.startswith(second)
+        assert fourth.startswith(third)
+        assert all(text in fourth for text in (WRONG_EMOTION, wrong_emotion, AU_MISSING, left_out, NO_TAGS))
+        assert fourth.count("Your previous answer was") == 3
+    else:  # each retry is the guided prompt plus the last answer only
+        assert all(prompt.startswith(first) for prompt in (second, third, fourth))
+        assert WRONG_EMOTION not in third
+        assert AU_MISSING not in fourth
+        assert fourth.count("Your previous answer was") == 1
+
+
+def test_truncated_completions_are_reported(face: str, tmp_path: Path):
+    class CuttingEngine(ScriptedEngine):
+        def generate(self, requests):  # what a real engine says of completions that hit max_new_tokens
+            return [Completion(text, text == NO_TAGS) for text in super().generate(requests)]
+
+    samples = [make_sample(key, i, face) for i, key in enumerate(["cut_then_good", "good", "always_cut"])]
+    engine = CuttingEngine({"cut_then_good": [NO_TAGS, SAD], "good": [SAD], "always_cut": [NO_TAGS]})
+    synthesis_pass = run_synthesis_pass(Synthesizer(engine, max_retries=2), samples, _config(tmp_path))
+    assert (synthesis_pass.completions, synthesis_pass.truncated) == (2 + 1 + 3, 1 + 3)
+    entries = {entry["key"]: entry for entry in Journal.read(tmp_path / "run" / "synth_journal.rank0.jsonl")}
+    assert {key: entry["truncated"] for key, entry in entries.items()} == {
+        "cut_then_good": 1,
+        "good": 0,
+        "always_cut": 3,
+    }
+    report = json.loads((tmp_path / "run" / "synth_report.json").read_text())["passes"][0]
+    assert (report["completions"], report["truncated"]) == (6, 4)
+    assert (
+        "truncated: 4 of 6 completions stopped at `max_new_tokens`"
+        in (tmp_path / "run" / "synth_report.md").read_text()
+    )
+
+
+def test_report_counts_samples_by_the_labels_they_have(face: str, tmp_path: Path):
+    samples = [
+        make_sample("both", 0, face),
+        make_sample("emotion", 1, face, aus=None),
+        make_sample("aus", 2, face, emotion=None),
+        make_sample("aus_wrong", 3, face, emotion=None),
+        make_sample("none", 4, face, emotion=None, aus=None),
+    ]
+    engine = ScriptedEngine({"both": [SAD], "emotion": [SAD], "aus": [SAD], "aus_wrong": [AU_MISSING], "none": [SAD]})
+    synthesis_pass = run_synthesis_pass(Synthesizer(engine, max_retries=0), samples, _config(tmp_path))
+    assert synthesis_pass.labels == {
+        "aus": {"generated": 2, "kept": 1},
+        "both": {"generated": 1, "kept": 1},
+        "emotion": {"generated": 1, "kept": 1},
+    }
+    assert synthesis_pass.skipped == {"no_labels": 1}
+    text = (tmp_path / "run" / "synth_report.md").read_text()
+    assert "by labels: AUs only kept 1 of 2, emotion and AUs kept 1 of 1, emotion only kept 1 of 1" in text
 
 
 def test_relaxed_thresholds(cases):
@@ -311,6 +479,9 @@ def test_no_resume_starts_afresh(cases, tmp_path: Path):
         ({"synth_batch_size": 0}, "synth_batch_size"),
         ({"synth_backend": "tgi"}, "synth_backend"),
         ({"synth_dataset_name": "a b"}, "synth_dataset_name"),
+        ({"synth_keep_rule": "paper"}, "synth_keep_rule` must be ours or reference"),
+        ({"synth_retry_feedback": "all"}, "synth_retry_feedback` must be last or history"),
+        ({"synth_keep_rule": "reference", "synth_min_au_f1": 0.5}, "`synth_min_au_f1` set the `ours` keep rule"),
     ],
 )
 def test_arguments_are_validated(overrides: dict, message: str):
@@ -385,17 +556,23 @@ def test_samples_come_from_llamafactorys_loader_with_labels_and_unique_keys(tmp_
             "messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": SAD}],
             "images": ["a.png"],
         },
-        FEARecord("y", "missing.png", "anger", [], None, "demo").to_row(),  # no AU labels
+        FEARecord("y", "missing.png", None, None, None, "demo").to_row(),  # no label at all
+        FEARecord("e", "a.png", "anger", None, None, "fer2013").to_row(),  # emotion only
+        FEARecord("u", "a.png", None, [4, 7], None, "disfa").to_row(),  # AUs only
+        FEARecord("n", "a.png", None, [], None, "disfa").to_row(),  # labelled: no active AU
+        FEARecord("b", "a.png", "bored", [4], None, "demo").to_row(),  # not an FEA emotion
     ]
     samples = load_registered_samples(tmp_path, rows)
 
-    assert [s.key for s in samples] == ["fea_set/x", "fea_set/x#1", "fea_set/2", "fea_set/y"]
-    assert [s.index for s in samples] == [0, 1, 2, 3]
+    keys = ["x", "x#1", "2", "y", "e", "u", "n", "b"]
+    assert [s.key for s in samples] == [f"fea_set/{key}" for key in keys]
+    assert [s.index for s in samples] == list(range(8))
     assert (samples[0].question, samples[0].emotion, samples[0].aus) == ("Which emotion?", "sadness", (1, 4, 15))
     assert samples[0].image == str(tmp_path / "a.png")
     assert "contempt" in samples[1].label_space
     assert (samples[2].emotion, samples[2].aus, samples[2].question) == ("sadness", (1, 4, 15), "Q")  # parsed
-    assert [s.problem for s in samples] == [None, None, None, "no_labels"]
+    assert [(s.emotion, s.aus) for s in samples[4:7]] == [("anger", None), (None, (4, 7)), (None, ())]
+    assert [s.problem for s in samples] == [None, None, None, "no_labels", None, None, None, "unknown_emotion"]
 
 
 def test_unreadable_images_of_usable_samples_are_found_and_said_at_load_time(
@@ -406,7 +583,7 @@ def test_unreadable_images_of_usable_samples_are_found_and_said_at_load_time(
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     rows = [
         FEARecord("a", face, "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row(),
-        FEARecord("b", "missing.png", "anger", [], None, "demo").to_row(),  # no AU labels: skipped, never opened
+        FEARecord("b", "missing.png", None, None, None, "demo").to_row(),  # no labels: skipped, never opened
         FEARecord("c", "corrupt.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row(),
     ]
     logger = logging.getLogger("llamafactory_fea")
@@ -415,7 +592,7 @@ def test_unreadable_images_of_usable_samples_are_found_and_said_at_load_time(
         samples = load_registered_samples(tmp_path, rows, workers=2)
         assert [sample.problem for sample in samples] == [None, "no_labels", "unreadable_image"]
         assert re.search(r"Dataset fea_set, record c: image .*corrupt.png cannot be read as an image", caplog.text)
-        assert "missing.png" not in caplog.text  # a sample without AU labels is skipped without opening its image
+        assert "missing.png" not in caplog.text  # a sample without labels is skipped without opening its image
 
         rows[2] = FEARecord("c", "gone.png", "sadness", [1, 4, 15], "r (AU1)", "rafdb").to_row()
         samples = load_registered_samples(tmp_path, rows, workers=2)

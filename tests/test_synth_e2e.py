@@ -41,20 +41,35 @@ def adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_labelled_set(folder: Path, count: int) -> str:
-    r"""`fea_labelled` in `folder`: `count` faces, one corrupt image, one record without labels; `fea_clean`: the faces."""
+def face_labels(i: int, partial: bool) -> tuple[str | None, list[int] | None]:
+    r"""The labels of face i: both, or with `partial` by thirds both, emotion only (no AU label), AUs only."""
+    emotion = EMOTIONS[i % len(EMOTIONS)]
+    if partial and i % 3 == 1:
+        return emotion, None
+
+    if partial and i % 3 == 2:
+        return None, AUS[emotion]
+
+    return emotion, AUS[emotion]
+
+
+def make_labelled_set(folder: Path, count: int, partial: bool = False) -> str:
+    r"""`fea_labelled` in `folder`: `count` faces, one corrupt image, one record without labels; `fea_clean`: the faces.
+
+    With `partial`, a third of the faces has an emotion only and a third AUs only (`face_labels`).
+    """
     (folder / "images").mkdir(parents=True)
     rows = []
     for i in range(count):
-        emotion = EMOTIONS[i % len(EMOTIONS)]
+        emotion, aus = face_labels(i, partial)
         Image.new("RGB", (40 + i, 48), (30 * (i % 8), 120, 200 - 5 * i)).save(folder / "images" / f"{i}.png")
-        rows.append(FEARecord(f"face_{i}", f"images/{i}.png", emotion, AUS[emotion], "seen (AU4)", "demo").to_row())
+        rows.append(FEARecord(f"face_{i}", f"images/{i}.png", emotion, aus, "seen (AU4)", "demo").to_row())
 
     write_jsonl(folder / "clean.jsonl", rows)
     register_dataset(folder, "fea_clean", "clean.jsonl")
     (folder / "images" / "corrupt.png").write_bytes(b"\x89PNG broken")
     rows.append(FEARecord("face_corrupt", "images/corrupt.png", "anger", [4], "seen (AU4)", "demo").to_row())
-    rows.append(FEARecord("face_unlabelled", "images/0.png", None, [], None, "demo").to_row())
+    rows.append(FEARecord("face_unlabelled", "images/0.png", None, None, None, "demo").to_row())
     write_jsonl(folder / "labelled.jsonl", rows)
     register_dataset(folder, "fea_labelled", "labelled.jsonl")
     return "fea_labelled"
@@ -86,7 +101,7 @@ def journal_keys(output: Path) -> list[str]:
 
 def test_synth_stage_is_killed_and_resumes_without_loss_or_duplicate(tiny_model: Path, adapter: Path, tmp_path: Path):
     data, output = tmp_path / "data", tmp_path / "out"
-    make_labelled_set(data, 30)
+    make_labelled_set(data, 30, partial=True)  # the tiny model's prompts carry only the hints each face has
     command = synth_command(
         tiny_model,
         data,
@@ -134,12 +149,23 @@ def test_synth_stage_is_killed_and_resumes_without_loss_or_duplicate(tiny_model:
     assert synthesis_pass["processed"] == 32
     assert synthesis_pass["skipped"] == {"unreadable_image": 1, "no_labels": 1}
     assert synthesis_pass["generated"] == synthesis_pass["kept"] + sum(synthesis_pass["rejected"].values()) == 30
-    assert "Synthesis pass 'fea_synth_e2e'" in (output / "synth_report.md").read_text()
+    assert {kind: counts["generated"] for kind, counts in synthesis_pass["labels"].items()} == {
+        "both": 10,
+        "emotion": 10,
+        "aus": 10,
+    }
+    # max_new_tokens=8: the random model is cut at the limit unless it happens to emit a stop token first
+    entries = [entry for path in sorted(output.glob("synth_journal.rank*.jsonl")) for entry in Journal.read(path)]
+    assert synthesis_pass["completions"] == sum(entry["attempts"] for entry in entries) >= 30
+    assert 0 < synthesis_pass["truncated"] == sum(entry["truncated"] for entry in entries)
+    report = (output / "synth_report.md").read_text()
+    assert "Synthesis pass 'fea_synth_e2e'" in report
+    assert f"truncated: {synthesis_pass['truncated']} of {synthesis_pass['completions']} completions" in report
 
 
 def test_synthesized_dataset_is_registered_and_loads_in_sft(tiny_model: Path, tmp_path: Path):
     data, output = tmp_path / "data", tmp_path / "out"
-    make_labelled_set(data, 10)
+    make_labelled_set(data, 10, partial=True)
     command = synth_command(
         tiny_model, data, output, "synth_backend=tests.test_synth.hint_following_engine", "synth_max_retries=1"
     )
@@ -155,13 +181,24 @@ def test_synthesized_dataset_is_registered_and_loads_in_sft(tiny_model: Path, tm
     info = json.loads((registry / "dataset_info.json").read_text())
     assert info["fea_synth_e2e"]["file_name"] == "fea_synth_e2e.jsonl"
     rows = [json.loads(line) for line in (registry / "fea_synth_e2e.jsonl").read_text().splitlines()]
-    # surprise faces are never answered with tags by the scripted engine: 10 faces, 2 of them surprise
-    assert [row["id"] for row in rows] == [f"face_{i}" for i in range(10) if EMOTIONS[i % 5] != "surprise"]
+    # the scripted engine never tags a face hinted as surprise; a face without an emotion label is hinted none
+    labels = {f"face_{i}": face_labels(i, partial=True) for i in range(10)}
+    assert [row["id"] for row in rows] == [key for key, (emotion, _) in labels.items() if emotion != "surprise"]
+    assert any(emotion is None for emotion, _ in labels.values())
+    assert any(aus is None for _, aus in labels.values())
     for row in rows:
         assert "Hints" not in row["messages"][0]["content"]
         assert row["messages"][0]["content"].startswith("<image>")
         assert Path(row["images"][0]).is_file()
-        assert f"<answer>{row['emotion']}</answer>" in row["messages"][1]["content"]
+        assert (row["emotion"], row["aus"]) == labels[row["id"]]  # null where the face has no label
+        answer = row["emotion"] or "neutral"  # the model's own answer where no emotion is labelled
+        assert f"<answer>{answer}</answer>" in row["messages"][1]["content"]
+    (synthesis_pass,) = json.loads((output / "synth_report.json").read_text())["passes"]
+    assert synthesis_pass["labels"] == {
+        "aus": {"generated": 3, "kept": 3},
+        "both": {"generated": 4, "kept": 3},
+        "emotion": {"generated": 3, "kept": 3},
+    }
 
     sft = run_cli(
         [
@@ -273,7 +310,13 @@ def test_torchrun_ranks_take_their_shards_and_rank0_merges_in_source_order(tiny_
     data, output = tmp_path / "data", tmp_path / "out"
     make_labelled_set(data, 10)
     command = synth_command(
-        tiny_model, data, output, "synth_backend=tests.test_synth.hint_following_engine", "synth_max_retries=1"
+        tiny_model,
+        data,
+        output,
+        "synth_backend=tests.test_synth.hint_following_engine",
+        "synth_max_retries=1",
+        "synth_keep_rule=reference",  # same kept set: the untagged surprise answers fail its emotion check too
+        "synth_retry_feedback=history",
     )
     result = run_cli(command, FORCE_TORCHRUN="1", NPROC_PER_NODE="2", PATH=f"{BIN}:{os.environ['PATH']}", **FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -79,11 +79,13 @@ def fea_format(completions: list[Any], **kwargs) -> list[float | None]:
 def fea_emotion(completions: list[Any], emotion: list[str | None] | None = None, **kwargs) -> list[float | None]:
     r"""Paper accuracy reward: 1 if the last `<answer>` (else the whole completion), cleaned as the reference does, is the label.
 
-    None for unlabelled samples (the reference pays a constant 0.5, which shifts a whole group and leaves the
-    advantages unchanged).
+    None for a sample without an emotion label (an AU-only source; the reference pays a constant 0.5, which shifts a
+    whole group and leaves the advantages unchanged).
 
-    >>> fea_emotion(["<think>x</think><answer>Sadness</answer>", "<answer>sad</answer>"], emotion=["sadness"] * 2)
-    [1.0, 0.0]
+    >>> fea_emotion(
+    ...     ["<answer>Sadness</answer>", "<answer>sad</answer>", "sadness"], emotion=["sadness", "sadness", None]
+    ... )
+    [1.0, 0.0, None]
     """
     return _grade_answers(completions, emotion, lambda answer, label: 1.0 if answer == label else 0.0)
 
@@ -91,6 +93,8 @@ def fea_emotion(completions: list[Any], emotion: list[str | None] | None = None,
 @register_reward("fea_emotion_fuzzy", 0.0, 1.0)
 def fea_emotion_fuzzy(completions: list[Any], emotion: list[str | None] | None = None, **kwargs) -> list[float | None]:
     r"""The released code's accuracy reward for word labels: Levenshtein ratio of the cleaned answer and the label.
+
+    None for a sample without an emotion label, as `fea_emotion`.
 
     >>> fea_emotion_fuzzy(["<answer>sad</answer>", "<answer>sadness</answer>"], emotion=["sadness"] * 2)
     [0.6, 1.0]
@@ -100,16 +104,19 @@ def fea_emotion_fuzzy(completions: list[Any], emotion: list[str | None] | None =
 
 @register_reward("fea_au_f1", -1.0, 1.0)
 def fea_au_f1(completions: list[Any], aus: list[list[int] | None] | None = None, **kwargs) -> list[float | None]:
-    r"""Reference AU reward: 2*F1-1 of the AUs named in `<think>`; -1 if none named; 0 if the sample has no AUs.
+    r"""Reference AU reward: 2*F1-1 of the AUs named in `<think>`; -1 if none named.
 
-    >>> fea_au_f1(["<think>(AU4) and (AU15)</think><answer>sadness</answer>"], aus=[[4]])
-    [0.33333333333333326]
+    None for a sample without AU labels (not labelled: an emotion-only source); 0 for one labelled with no active AU
+    (the reference pays 0 for an empty AU list; constant within a group, so no advantage either way).
+
+    >>> fea_au_f1(["<think>(AU4) and (AU15)</think><answer>sadness</answer>"] * 3, aus=[[4], [], None])
+    [0.33333333333333326, 0.0, None]
     """
     rewards: list[float | None] = []
     for completion, labels in zip(completions, label_column(completions, aus)):
         labelled = label_aus(labels)
         if not labelled:
-            rewards.append(0.0)
+            rewards.append(None if labelled is None else 0.0)
             continue
 
         predicted = reference_aus(completion_text(completion))

@@ -20,11 +20,11 @@ def _score_labelled(
     read_label: Callable[[Any], Any],
     score: Callable[[ParsedCompletion, Any], float],
 ) -> list[float | None]:
-    r"""`score(parsed completion, label)` for each sample whose label column holds a label; None for the others."""
+    r"""`score(parsed completion, label)` for each sample whose label `read_label` finds; None for the others."""
     rewards: list[float | None] = []
     for completion, value in zip(completions, label_column(completions, column)):
         label = read_label(value)
-        rewards.append(score(parse_completion(completion), label) if label else None)
+        rewards.append(None if label is None else score(parse_completion(completion), label))
 
     return rewards
 
@@ -50,8 +50,12 @@ def fea_strict_emotion(
 ) -> list[float | None]:
     r"""Strict accuracy: 1 only for a fully valid completion (see `fea_strict_format`) whose answer word is the label.
 
-    >>> fea_strict_emotion(["<think>x</think><answer>anger</answer><answer>sadness</answer>"], emotion=["sadness"])
-    [0.0]
+    None for a sample without an emotion label.
+
+    >>> fea_strict_emotion(
+    ...     ["<think>x</think><answer>anger</answer><answer>sadness</answer>"] * 2, emotion=["sadness", None]
+    ... )
+    [0.0, None]
     """
     return _score_labelled(
         completions,
@@ -67,13 +71,15 @@ def fea_strict_au_f1(
 ) -> list[float | None]:
     r"""Strict AU reward: 2*F1-1 as the reference, but -1 unless the completion is fully valid (no bare AU list).
 
-    >>> fea_strict_au_f1(["<think>AU4 AU15</think><answer>sadness</answer>"], aus=[[4, 15]])
-    [-1.0]
+    None for a sample without AU labels, and for one labelled with no active AU (an F1 over no AU says nothing).
+
+    >>> fea_strict_au_f1(["<think>AU4 AU15</think><answer>sadness</answer>"] * 3, aus=[[4, 15], [], None])
+    [-1.0, None, None]
     """
     return _score_labelled(
         completions,
         aus,
-        label_aus,
+        lambda value: label_aus(value) or None,
         lambda parsed, labelled: 2 * au_f1(parsed.aus, labelled) - 1 if parsed.ok else -1.0,
     )
 
@@ -107,9 +113,10 @@ def fea_au_hallucination(
 ) -> list[float | None]:
     r"""Penalty for AUs claimed but not labelled: minus their share of the AUs named (outside the catalogue counts).
 
-    None for samples without AU labels (an emotion-only dataset says nothing about which AUs are absent).
+    None for samples without AU labels (an emotion-only dataset says nothing about which AUs are absent); with
+    `aus: []` (labelled: no active AU) every AU named is claimed but not labelled.
 
-    >>> fea_au_hallucination(["<think>(AU4) (AU12)</think><answer>sadness</answer>"], aus=[[4]])
-    [-0.5]
+    >>> fea_au_hallucination(["<think>(AU4) (AU12)</think><answer>sadness</answer>"] * 3, aus=[[4], [], None])
+    [-0.5, -1.0, None]
     """
     return _score_labelled(completions, aus, label_aus, _unlabelled_share)

@@ -6,7 +6,9 @@ assistant turn), then rendered into GRPO rows.
 
 A row of the result: `prompt` (the user turns rendered by LLaMA-Factory's template, one unexpanded image token per
 image), `images` (PIL images with LLaMA-Factory's `image_max_pixels`/`image_min_pixels`, loaded on access), `emotion`,
-`aus`, `solution` (the reference assistant turn) and, with `au_frequency_weighting`, `au_weight`.
+`aus`, `solution` (the reference assistant turn) and, with `au_frequency_weighting`, `au_weight`. A label a row does
+not have is null (`emotion` of an AU-only source, `aus` of an emotion-only one; `aus: []` is "no active AU"): the
+rewards reading it give that row None, which TRL leaves out of the reward sum and of that reward's logged mean.
 """
 
 import copy
@@ -175,10 +177,10 @@ def _load(
             weights = au_frequency_weights(dataset["aus"], grpo_args.au_frequency_weighting)
             dataset = dataset.add_column(AU_WEIGHT_COLUMN, weights)
 
-        counts = {column: sum(1 for value in dataset[column] if value) for column in REWARD_LABELS}
+        counts = {column: sum(1 for value in dataset[column] if value is not None) for column in REWARD_LABELS}
         logger.info_rank0(
             f"GRPO dataset {name}: {len(dataset)} prompts, {counts['emotion']} with an emotion label, "
-            f"{counts['aus']} with AU labels."
+            f"{counts['aus']} with AU labels (a reward reading a label a row lacks gives that row None)."
         )
         _check_labels(name, len(dataset), counts, grpo_args.reward_funcs)
         datasets.append(dataset)

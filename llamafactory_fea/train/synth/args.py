@@ -8,6 +8,9 @@ from ...hparams import ArgumentError, check_bounds, check_types
 
 
 BACKENDS = ("hf", "vllm")
+KEEP_RULES = ("ours", "reference")  # as synthesizer.KEEP_RULES (this module stays light)
+RETRY_FEEDBACK = ("last", "history")
+OURS_DEFAULTS = {"synth_min_au_f1": 1.0, "synth_require_emotion": True, "synth_strict_format": False}
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 DEPRECATED_KEYS = {  # documented spellings before one prefix per stage: old key -> new key
     "synthesis_callback": "synth_callback",
@@ -41,24 +44,46 @@ class SynthesisArguments:
     )
     synth_max_retries: int = field(
         default=5,
-        metadata={"help": "Retries after a rejected answer; each retry is told what was wrong with the last answer."},
+        metadata={
+            "help": "Retries after a rejected answer; each retry is told what was wrong (see synth_retry_feedback)."
+        },
+    )
+    synth_retry_feedback: str = field(
+        default="last",
+        metadata={
+            "help": "What a retry prompt shows: `last` (the guided prompt, the last rejected answer and what was "
+            "wrong with it) or `history` (the reference's way: the previous prompt grown by that, so each retry sees "
+            "every earlier answer and what was wrong with each; prompts get longer with every retry)."
+        },
+    )
+    synth_keep_rule: str = field(
+        default="ours",
+        metadata={
+            "help": "When a completion is kept; each label is checked only where the sample has it (emotion-only: "
+            "the answer; AU-only: the AU set; both: both). `ours`: both tags non-empty, the AUs named in <think> "
+            "are the labelled set (AU F1 >= synth_min_au_f1), the last <answer> is the labelled emotion "
+            "(synth_require_emotion), no parser fault with synth_strict_format; the row is the kept reasoning with "
+            "the labelled emotion. `reference` (the released code): the AUs are every `AU<digits>` anywhere in the "
+            "output, the emotion is the first <answer> split on commas and compared as a set, no tag required, an "
+            "empty AU list is no label; the row is the completion as generated."
+        },
     )
     synth_min_au_f1: float = field(
         default=1.0,
         metadata={
-            "help": "Least AU set F1 between the AUs named in <think> and the labelled AUs for a sample to be kept "
-            "(1.0, the reference rule: exactly the labelled AU set)."
+            "help": "Rule `ours`: least AU set F1 between the AUs named in <think> and the labelled AUs for a sample "
+            "to be kept (1.0: exactly the labelled AU set, as the reference)."
         },
     )
     synth_require_emotion: bool = field(
         default=True,
-        metadata={"help": "Keep a sample only if its answer is the labelled emotion (the reference rule)."},
+        metadata={"help": "Rule `ours`: keep an emotion-labelled sample only if its answer is the labelled emotion."},
     )
     synth_strict_format: bool = field(
         default=False,
         metadata={
-            "help": "Also require a completion the FEA parser finds no fault with (one think block then one answer, "
-            "nothing around them, real reasoning). The reference rule only requires both tags non-empty."
+            "help": "Rule `ours`: also require a completion the FEA parser finds no fault with (one think block then "
+            "one answer, nothing around them, real reasoning). Otherwise both tags non-empty suffice."
         },
     )
     synth_batch_size: int = field(
@@ -99,6 +124,17 @@ class SynthesisArguments:
             at_least={"synth_max_retries": 0, "synth_min_au_f1": 0, "synth_batch_size": 1, "synth_stop_after": 1},
             at_most={"synth_min_au_f1": 1},
         )
+        for key, choices in (("synth_keep_rule", KEEP_RULES), ("synth_retry_feedback", RETRY_FEEDBACK)):
+            if getattr(self, key) not in choices:
+                raise ArgumentError(f"synth key `{key}` must be {' or '.join(choices)}, got {getattr(self, key)!r}.")
+
+        ours_only = [key for key, value in OURS_DEFAULTS.items() if getattr(self, key) != value]
+        if self.synth_keep_rule == "reference" and ours_only:
+            raise ArgumentError(
+                f"synth keys {', '.join(f'`{key}`' for key in ours_only)} set the `ours` keep rule: remove them, or "
+                "use `synth_keep_rule: ours`."
+            )
+
         if self.synth_backend not in BACKENDS and "." not in self.synth_backend:
             raise ArgumentError(
                 f"synth key `synth_backend` must be {', '.join(BACKENDS)} or a dotted path, got {self.synth_backend!r}."

@@ -1,4 +1,8 @@
-r"""The synthesis report: per pass, generated, kept, rejected by reason, skipped, retries and acceptance rate.
+r"""The synthesis report: per pass, generated, kept, rejected by reason, skipped, retries, acceptance rate, truncations.
+
+`completions` counts every attempt (first tries and retries), `truncated` those that stopped at `max_new_tokens`
+(as the engine says: `Completion.truncated`), `labels` the samples generated and kept by the labels they have
+(`both`, `emotion`, `aus`).
 
 A synthesis *pass* is one pass over labelled datasets, registered as one dataset (it may take several runs:
 the journal resumes it). A *round* is the loop's SFT -> GRPO -> synthesis (`llamafactory_fea.loop`).
@@ -31,6 +35,9 @@ class SynthesisPass:
     skipped: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     kept_after_retry: int = 0
+    completions: int = 0
+    truncated: int = 0
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
     acceptance_rate: float = 0.0
     complete: bool = False
     dataset_name: str | None = None
@@ -49,6 +56,12 @@ class SynthesisPass:
         skipped = Counter(entry["reason"] for entry in entries if entry["status"] == "skipped")
         kept = statuses["kept"]
         generated = kept + statuses["rejected"]
+        labels: dict[str, dict[str, int]] = {}
+        for entry in entries:
+            if entry["status"] != "skipped":
+                counts = labels.setdefault(entry.get("labels", "both"), {"generated": 0, "kept": 0})
+                counts["generated"] += 1
+                counts["kept"] += entry["status"] == "kept"
         return cls(
             name=name,
             datasets=datasets,
@@ -60,6 +73,9 @@ class SynthesisPass:
             skipped=dict(skipped.most_common()),
             retries=sum(entry["retries"] for entry in entries),
             kept_after_retry=sum(1 for entry in entries if entry["status"] == "kept" and entry["retries"] > 0),
+            completions=sum(entry["attempts"] for entry in entries),
+            truncated=sum(entry.get("truncated", 0) for entry in entries),
+            labels=dict(sorted(labels.items())),
             acceptance_rate=kept / generated if generated else 0.0,
             complete=len(entries) == samples,
         )
@@ -78,6 +94,24 @@ class SynthesisPass:
             lines.append("  skipped by reason: " + ", ".join(f"{k} {v}" for k, v in self.skipped.items()))
 
         lines.append(f"  retries used {self.retries}; kept after a retry {self.kept_after_retry}")
+        if len(self.labels) > 1 or set(self.labels) - {"both"}:
+            kinds = {"both": "emotion and AUs", "emotion": "emotion only", "aus": "AUs only"}
+            lines.append(
+                "  by labels: "
+                + ", ".join(
+                    f"{kinds.get(kind, kind)} kept {counts['kept']} of {counts['generated']}"
+                    for kind, counts in self.labels.items()
+                )
+            )
+
+        if self.truncated:
+            lines.append(
+                f"  truncated: {self.truncated} of {self.completions} completions stopped at `max_new_tokens` "
+                "(raise it if reasoning is cut)"
+            )
+        else:
+            lines.append(f"  truncated: none of {self.completions} completions stopped at `max_new_tokens`")
+
         if self.seconds:
             lines.append(f"  this run: {self.seconds:.1f} s, {self.samples_per_second:.2f} samples/s")
         if self.registered_in:

@@ -2,10 +2,12 @@ r"""Labelled samples for synthesis, loaded by LLaMA-Factory's own loader with th
 
 `dataset_dir`, `media_dir`, `num_samples`, `max_samples`, hub or file datasets work as in any stage; the converters
 of `train/labelled_data.py` keep the labels (the `emotion`/`aus` columns, else parsed from the reference answer) and
-each row's `id` and `dataset`, so a restarted run finds its place by id. The image of every sample to synthesize is
-opened at load time (its header, nothing decoded): a missing or corrupt one is said at once (dataset, record, path)
-and its sample skipped as `unreadable_image`, as a sample without labels or without an image is skipped with its
-reason: one bad face does not stop a synthesis of thousands, and the report counts it.
+each row's `id` and `dataset`, so a restarted run finds its place by id. A sample may have an emotion, AU labels or
+both (None: not labelled; `aus: ()`: labelled, no AU active); one with neither is skipped as `no_labels`, one whose
+emotion is not an FEA emotion as `unknown_emotion`. The image of every sample to synthesize is opened at load time
+(its header, nothing decoded): a missing or corrupt one is said at once (dataset, record, path) and its sample skipped
+as `unreadable_image`, as a sample without an image is skipped (`no_image`): one bad face does not stop a synthesis of
+thousands, and the report counts it.
 """
 
 import os
@@ -31,13 +33,14 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 NO_LABELS = "no_labels"
+UNKNOWN_EMOTION = "unknown_emotion"
 NO_IMAGE = "no_image"
 UNREADABLE_IMAGE = "unreadable_image"
 
 
 @dataclass(frozen=True)
 class SynthSample:
-    r"""One labelled face to synthesize reasoning for; `problem` says why it cannot be used (then it is skipped)."""
+    r"""One labelled face to synthesize reasoning for (a label None: not labelled); `problem`: why it is skipped."""
 
     key: str
     index: int
@@ -45,7 +48,7 @@ class SynthSample:
     source: str
     image: str | None
     emotion: str | None
-    aus: tuple[int, ...]
+    aus: tuple[int, ...] | None
     question: str
     label_space: tuple[str, ...] = BASIC_EMOTIONS
     dataset: str = "fea"
@@ -75,7 +78,8 @@ def _question(prompt: list[dict[str, str]]) -> str:
 def _sample(name: str, position: int, example: dict[str, Any], index: int, prompts: FEAPrompts) -> SynthSample:
     r"""A sample of an aligned example; its key is `<dataset name>/<id>` (the row position when it has no id)."""
     labels = decode_labels(example)
-    emotion, aus = labels["emotion"], tuple(labels["aus"])
+    emotion = labels["emotion"]
+    aus = None if labels["aus"] is None else tuple(labels["aus"])
     dataset = str(labels["dataset"] or "fea")
     label_space = LABEL_SPACES.get(dataset, BASIC_EMOTIONS)
     if emotion in EMOTIONS and emotion not in label_space:
@@ -84,8 +88,10 @@ def _sample(name: str, position: int, example: dict[str, Any], index: int, promp
     images = example["_images"] or []
     image = os.path.abspath(images[0]) if images and isinstance(images[0], str) else None
     problem = None
-    if emotion not in EMOTIONS or not aus:
+    if emotion is None and aus is None:
         problem = NO_LABELS
+    elif emotion is not None and emotion not in EMOTIONS:
+        problem = UNKNOWN_EMOTION
     elif image is None:
         problem = NO_IMAGE
 

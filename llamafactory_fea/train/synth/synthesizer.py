@@ -1,21 +1,27 @@
-r"""Reward-verified synthesis: guided prompts, the keep rule, retries told what was wrong, continuous batching.
+r"""Reward-verified synthesis: guided prompts, the keep rules, retries told what was wrong, continuous batching.
 
-A sample is kept by the reference rule (both tags non-empty, the AU set named in `<think>` equal to the labelled
-set, the answer equal to the labelled emotion) unless the thresholds are relaxed; a rejected answer is retried
-up to `max_retries` times with the parser's findings and the AU/emotion mismatch in the prompt.
+A sample is checked only on the labels it has (emotion-only data: the answer; AU-only data: the AU set; both: both).
+Two keep rules (`synth_keep_rule`): `ours` (default) wants both tags non-empty, the AU set named in `<think>` equal to
+the labelled set (or an AU F1 of at least `min_au_f1`) and the answer equal to the labelled emotion; `reference` is the
+released code's check: the AUs are every `AU<digits>` anywhere in the output, the emotion is the first `<answer>` split
+on commas, compared as a set with the label, and no tag is required. A rejected answer is retried up to `max_retries`
+times, told what was wrong with the last attempt, or (`history`) with every earlier attempt and what was wrong with each.
 """
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...data.records import FEARecord
 from ...fea.aus import format_au
+from ...fea.labels import ANSWER_TAGS, AU_PATTERN, first_block
 from ...fea.parsing import ParsedCompletion, parse_completion
 from ...fea.prompts import FEAPrompts
 from ...rewards import au_f1
+from .args import KEEP_RULES
 from .engine import GenerationRequest
-from .samples import UNREADABLE_IMAGE
+from .samples import NO_LABELS, UNREADABLE_IMAGE
 
 
 if TYPE_CHECKING:
@@ -34,14 +40,33 @@ FORMAT = "format"
 AU_MISMATCH = "au_mismatch"
 EMOTION_MISMATCH = "emotion_mismatch"
 
+REFERENCE_ANSWER_SPLIT = re.compile("[,\u3001\uff0c]")  # the released code splits answers on , 、 and ，
+
 
 @dataclass(frozen=True)
 class KeepRule:
-    r"""When a completion is good enough to keep (defaults: the reference rule)."""
+    r"""When a completion is good enough to keep: `ours` with its thresholds, or the released code's `reference` check."""
 
     min_au_f1: float = 1.0
     require_emotion: bool = True
     strict_format: bool = False
+    name: str = "ours"
+
+    def __post_init__(self) -> None:
+        if self.name not in KEEP_RULES:
+            raise ValueError(f"Unknown keep rule {self.name!r}: use one of {', '.join(KEEP_RULES)}.")
+
+    def labels(self, emotion: str | None, aus: "Iterable[int] | None") -> tuple[str | None, frozenset[int] | None]:
+        r"""The labels this rule checks: the reference reads an empty AU list as "not labelled", as the released code.
+
+        >>> KeepRule(name="reference").labels(None, []), KeepRule().labels(None, [])
+        ((None, None), (None, frozenset()))
+        """
+        aus = None if aus is None else frozenset(aus)
+        if self.name == "reference" and not aus:
+            aus = None
+
+        return emotion, aus
 
 
 @dataclass(frozen=True)
@@ -51,7 +76,7 @@ class Verdict:
     kept: bool
     reasons: tuple[str, ...]
     feedback: str
-    au_f1: float
+    au_f1: float | None = None
 
     @property
     def reason(self) -> str | None:
@@ -59,45 +84,53 @@ class Verdict:
         return self.reasons[0] if self.reasons else None
 
 
-def _au_list(aus: Iterable[int]) -> str:
-    names = [format_au(au) for au in sorted(aus)]
+def _names(aus: Iterable[int | str]) -> str:
+    r"""AUs as a list in words: numbers as `AU4`, names as written.
+
+    >>> _names([15, 1, 4]), _names(["AU04"])
+    ('AU1, AU4 and AU15', 'AU04')
+    """
+    ordered = sorted(aus, key=lambda au: (isinstance(au, str), au))
+    names = [format_au(au) if isinstance(au, int) else au for au in ordered]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def mismatch_feedback(parsed: ParsedCompletion, emotion: str, aus: frozenset[int]) -> list[str]:
-    r"""Sentences saying how the answer's AUs and emotion differ from the hinted labels."""
+def au_feedback(named: frozenset, labelled: frozenset, where: str = "The reasoning") -> str:
+    r"""A sentence saying how the AUs an answer named differ from the labelled ones."""
+    extra, missing = named - labelled, labelled - named
+    wrong = []
+    if extra:
+        wrong.append(f"named {_names(extra)}, which {'is' if len(extra) == 1 else 'are'} not active on this face")
+    if missing:
+        wrong.append(f"left out {_names(missing)}")
+
+    exactly = f"name exactly {_names(labelled)}" if labelled else "name no action unit"
+    return f"{where} {' and '.join(wrong)}: {exactly}."
+
+
+def mismatch_feedback(parsed: ParsedCompletion, emotion: str | None, aus: frozenset[int] | None) -> list[str]:
+    r"""Sentences saying how the answer's AUs and emotion differ from the labels the sample has."""
     sentences = []
-    if parsed.reasoning and parsed.aus != aus:
-        extra, missing = parsed.aus - aus, aus - parsed.aus
-        wrong = []
-        if extra:
-            wrong.append(
-                f"named {_au_list(extra)}, which {'is' if len(extra) == 1 else 'are'} not active on this face"
-            )
-        if missing:
-            wrong.append(f"left out {_au_list(missing)}")
+    if aus is not None and parsed.reasoning and parsed.aus != aus:
+        sentences.append(au_feedback(parsed.aus, aus))
 
-        sentences.append(f"The reasoning {' and '.join(wrong)}: name exactly {_au_list(aus)}.")
-
-    if parsed.answer and parsed.emotion != emotion:
+    if emotion is not None and parsed.answer and parsed.emotion != emotion:
         sentences.append(f"The answer was {parsed.answer!r} but the face shows {emotion}: answer {emotion}.")
 
     return sentences
 
 
-def judge(parsed: ParsedCompletion, emotion: str, aus: frozenset[int], rule: KeepRule) -> Verdict:
-    r"""Judge a completion against the labels with a keep rule.
+def judge(parsed: ParsedCompletion, emotion: str | None, aus: frozenset[int] | None, rule: KeepRule) -> Verdict:
+    r"""Judge a completion with our keep rule against the labels the sample has (None: not labelled, not checked).
 
-    >>> v = judge(
-    ...     parse_completion("<think>Brows lowered (AU4).</think><answer>sadness</answer>"),
-    ...     "sadness",
-    ...     frozenset({4}),
-    ...     KeepRule(),
-    ... )
-    >>> v.kept, v.reasons
-    (True, ())
+    >>> done = parse_completion("<think>Brows lowered (AU4).</think><answer>anger</answer>")
+    >>> judge(done, "sadness", frozenset({4}), KeepRule()).reasons, judge(done, None, frozenset({4}), KeepRule()).kept
+    (('emotion_mismatch',), True)
     """
-    f1 = 1.0 if parsed.aus == aus else au_f1(parsed.aus, aus)
+    f1 = None
+    if aus is not None:
+        f1 = 1.0 if parsed.aus == aus else au_f1(parsed.aus, aus)
+
     reasons = []
     if parsed.reasoning is None or parsed.answer is None:
         reasons.append(MISSING_TAGS)
@@ -107,13 +140,63 @@ def judge(parsed: ParsedCompletion, emotion: str, aus: frozenset[int], rule: Kee
         reasons.append(EMPTY_ANSWER)
     if rule.strict_format and parsed.problems:
         reasons.append(FORMAT)
-    if parsed.reasoning is not None and f1 < rule.min_au_f1:
+    if f1 is not None and parsed.reasoning is not None and f1 < rule.min_au_f1:
         reasons.append(AU_MISMATCH)
-    if parsed.answer is not None and rule.require_emotion and parsed.emotion != emotion:
+    if emotion is not None and parsed.answer is not None and rule.require_emotion and parsed.emotion != emotion:
         reasons.append(EMOTION_MISMATCH)
 
     feedback = " ".join([*parsed.problems, *mismatch_feedback(parsed, emotion, aus)])
     return Verdict(kept=not reasons, reasons=tuple(dict.fromkeys(reasons)), feedback=feedback, au_f1=f1)
+
+
+def reference_readings(completion: str) -> tuple[frozenset[str], frozenset[str]]:
+    r"""What the released synthesis check reads: every `AU<digits>` of the whole output, and the first answer's parts.
+
+    >>> aus, answers = reference_readings("AU4 (AU15) <answer>sadness, anger</answer><answer>fear</answer>")
+    >>> sorted(aus), sorted(answers)
+    (['AU15', 'AU4'], ['anger', 'sadness'])
+    """
+    aus = frozenset(f"AU{digits}" for digits in AU_PATTERN.findall(completion))
+    answer = first_block(completion, ANSWER_TAGS)
+    parts = REFERENCE_ANSWER_SPLIT.split(answer) if answer is not None else []
+    return aus, frozenset(part.strip() for part in parts if part.strip())
+
+
+def judge_reference(completion: str, emotion: str | None, aus: frozenset[int] | None) -> Verdict:
+    r"""Judge a completion with the released code's keep rule (tags not required), each label only where it exists.
+
+    >>> judge_reference("Brows lowered (AU4). <answer>sadness</answer>", "sadness", frozenset({4})).kept
+    True
+    >>> judge_reference("<think>(AU4)</think><answer>Sadness</answer>", "sadness", None).reasons
+    ('emotion_mismatch',)
+    """
+    named, answered = reference_readings(completion)
+    labelled = frozenset(f"AU{number}" for number in aus) if aus else None
+    reasons, sentences = [], []
+    if labelled is not None and named != labelled:
+        reasons.append(AU_MISMATCH)
+        sentences.append(au_feedback(named, labelled, "The answer"))
+    if emotion is not None and answered != {emotion}:
+        reasons.append(EMOTION_MISMATCH)
+        if answered:
+            said = ", ".join(sorted(answered))
+            sentences.append(f"The answer was {said!r} but the face shows {emotion}: answer exactly {emotion}.")
+        else:
+            sentences.append(
+                f"No <answer> named the emotion: the face shows {emotion}, answer <answer>{emotion}</answer>."
+            )
+
+    f1 = au_f1(named, labelled) if labelled is not None else None
+    feedback = " ".join([*parse_completion(completion).problems, *sentences])
+    return Verdict(kept=not reasons, reasons=tuple(reasons), feedback=feedback, au_f1=f1)
+
+
+def label_kind(emotion: str | None, aus: "Iterable[int] | None") -> str:
+    r"""Which labels a sample has: `both`, `emotion` or `aus` (`none` without any)."""
+    if emotion is not None and aus is not None:
+        return "both"
+
+    return "emotion" if emotion is not None else "aus" if aus is not None else "none"
 
 
 @dataclass
@@ -127,6 +210,7 @@ class SampleResult:
     completions: list[str] = field(default_factory=list)
     reasons: list[list[str]] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
     row: dict[str, Any] | None = None
 
     @property
@@ -140,17 +224,19 @@ class SampleResult:
         return max(self.attempts - 1, 0)
 
     def to_json(self) -> dict[str, Any]:
-        r"""The journal line of this sample (the last prompt is left out: it is rebuilt from the sample)."""
+        r"""The journal line of this sample (the prompts are left out: they are rebuilt from the sample)."""
         return {
             "key": self.sample.key,
             "index": self.sample.index,
             "id": self.sample.id,
             "source": self.sample.source,
+            "labels": label_kind(self.sample.emotion, self.sample.aus),
             "status": self.status,
             "reason": self.reason,
             "detail": self.detail,
             "attempts": self.attempts,
             "retries": self.retries,
+            "truncated": sum(self.truncated),
             "reasons": self.reasons,
             "completion": self.completions[-1] if self.completions else None,
             "row": self.row,
@@ -168,18 +254,32 @@ class _Pending:
     result: SampleResult
 
 
-def kept_row(sample: "SynthSample", parsed: ParsedCompletion, image: str | None = None) -> dict[str, Any]:
-    r"""The FEA row of a kept sample: the ordinary question, the kept reasoning and the labelled emotion."""
+def kept_row(
+    sample: "SynthSample", parsed: ParsedCompletion, image: str | None = None, as_generated: bool = False
+) -> dict[str, Any]:
+    r"""The FEA row of a kept sample under the ordinary question, with the sample's labels (null where it has none).
+
+    The assistant turn is `<think>kept reasoning</think><answer>labelled emotion</answer>` (the model's own answer
+    when the sample has no emotion label), or the completion as generated (`as_generated`, the reference's rule).
+    """
     record = FEARecord(
         id=sample.id,
         image=image or sample.image or "",
         emotion=sample.emotion,
-        aus=list(sample.aus),
+        aus=None if sample.aus is None else list(sample.aus),
         reasoning=parsed.reasoning,
         dataset=sample.dataset,
         question=sample.question,
     )
-    return record.to_row()
+    row = record.to_row()
+    if as_generated:
+        row["messages"][1]["content"] = parsed.text.strip()
+    elif sample.emotion is None:
+        row["messages"][1]["content"] = (
+            f"<think>{parsed.reasoning}</think><answer>{parsed.emotion or parsed.answer}</answer>"
+        )
+
+    return row
 
 
 def build_synthesizer(engine: "SynthesisEngine", synth_args: "SynthesisArguments") -> "Synthesizer":
@@ -188,9 +288,15 @@ def build_synthesizer(engine: "SynthesisEngine", synth_args: "SynthesisArguments
         min_au_f1=synth_args.synth_min_au_f1,
         require_emotion=synth_args.synth_require_emotion,
         strict_format=synth_args.synth_strict_format,
+        name=synth_args.synth_keep_rule,
     )
     return Synthesizer(
-        engine, rule, load_prompts(synth_args), synth_args.synth_max_retries, synth_args.synth_batch_size
+        engine,
+        rule,
+        load_prompts(synth_args),
+        synth_args.synth_max_retries,
+        synth_args.synth_batch_size,
+        history=synth_args.synth_retry_feedback == "history",
     )
 
 
@@ -200,7 +306,11 @@ def load_prompts(synth_args: "SynthesisArguments") -> FEAPrompts:
 
 
 class Synthesizer:
-    r"""Runs samples through an engine with retries; first tries and retries share batches of `batch_size`."""
+    r"""Runs samples through an engine with retries; first tries and retries share batches of `batch_size`.
+
+    A retry prompt repeats the guided prompt, shows the last rejected answer and says what was wrong with it; with
+    `history` it is the previous prompt plus that, so each retry sees every earlier attempt (the reference's way).
+    """
 
     def __init__(
         self,
@@ -209,43 +319,61 @@ class Synthesizer:
         prompts: FEAPrompts | None = None,
         max_retries: int = 5,
         batch_size: int = 8,
+        history: bool = False,
     ) -> None:
         self.engine = engine
         self.rule = rule or KeepRule()
         self.prompts = prompts or FEAPrompts()
         self.max_retries = max_retries
         self.batch_size = batch_size
+        self.history = history
 
     def _start(self, sample: "SynthSample") -> "_Pending | SampleResult":
         r"""The pending state of a usable sample, or the skipped result of one that cannot be synthesized."""
         if sample.problem is not None:
             return SampleResult(sample, "skipped", reason=sample.problem)
 
+        emotion, aus = self.rule.labels(sample.emotion, sample.aus)
+        if emotion is None and aus is None:  # the reference rule reads `aus: []` as no label
+            return SampleResult(sample, "skipped", reason=NO_LABELS)
+
         try:
             image = sample.load_image()
         except Exception as err:  # a missing or corrupt image is reported and skipped, never fatal
             return SampleResult(sample, "skipped", reason=UNREADABLE_IMAGE, detail=f"{sample.image}: {err}")
 
-        guided = self.prompts.guided(sample.emotion, list(sample.aus), sample.label_space)
+        hinted_aus = None if aus is None else sorted(aus)
+        guided = self.prompts.guided(emotion, hinted_aus, sample.label_space)
         return _Pending(sample, image, guided, guided, SampleResult(sample, "rejected"))
+
+    def _judge(self, completion: str, parsed: ParsedCompletion, sample: "SynthSample") -> Verdict:
+        r"""The verdict of the keep rule on one completion."""
+        emotion, aus = self.rule.labels(sample.emotion, sample.aus)
+        if self.rule.name == "reference":
+            return judge_reference(completion, emotion, aus)
+
+        return judge(parsed, emotion, aus, self.rule)
 
     def _advance(self, pending: _Pending, completion: str) -> SampleResult | None:
         r"""Judge one completion; return the finished result, or None after preparing the retry prompt."""
         sample, result = pending.sample, pending.result
         parsed = parse_completion(completion)
-        verdict = judge(parsed, sample.emotion, frozenset(sample.aus), self.rule)
+        verdict = self._judge(completion, parsed, sample)
         result.prompts.append(pending.prompt)
-        result.completions.append(completion)
+        result.completions.append(str(completion))
         result.reasons.append(list(verdict.reasons))
+        result.truncated.append(bool(getattr(completion, "truncated", False)))
         if verdict.kept:
-            result.status, result.reason, result.row = "kept", None, kept_row(sample, parsed)
+            result.status, result.reason = "kept", None
+            result.row = kept_row(sample, parsed, as_generated=self.rule.name == "reference")
             return result
 
         if result.retries >= self.max_retries:
             result.reason = verdict.reason
             return result
 
-        pending.prompt = self.prompts.retry(pending.guided, completion.strip(), verdict.feedback)
+        base = pending.prompt if self.history else pending.guided
+        pending.prompt = self.prompts.retry(base, completion.strip(), verdict.feedback)
         return None
 
     def run(self, samples: Iterable["SynthSample"]) -> Iterator[SampleResult]:

@@ -34,7 +34,9 @@ def run_synth(
 ) -> None:
     r"""Synthesize AU-grounded reasoning for a labelled dataset and register the kept samples as a new dataset."""
     if data_args.dataset is None:
-        raise ValueError("The synth stage needs `dataset`: a labelled dataset (emotion and AUs) in `dataset_dir`.")
+        raise ValueError(
+            "The synth stage needs `dataset`: a labelled dataset (an emotion, AUs or both per row) in `dataset_dir`."
+        )
 
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]
