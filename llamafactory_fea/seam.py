@@ -226,6 +226,11 @@ def _training_function(tuner: ModuleType, stock: Callable[[dict[str, Any]], None
             if stage is not None:
                 stack.enter_context(_stage_runner(tuner, stage, plugin_args))
 
+            for extension, extension_args in extensions:
+                run_context = extension.load_run_context()
+                if run_context is not None:
+                    stack.enter_context(run_context(extension_args))
+
             stack.enter_context(_train_args_hook(tuner, stage, extensions, config["callbacks"]))
             return stock({**config, "args": args})
 
@@ -286,6 +291,26 @@ def _training_stages(constants: ModuleType, stages: dict[str, str]) -> dict[str,
         stages.setdefault(stage.board_name, stage.name)
 
     return stages
+
+
+@contextmanager
+def dataset_formattings(converters: dict[str, type]) -> Iterator[None]:
+    r"""LLaMA-Factory's dataset formattings with `converters` in place of the same-named stock ones, for one run.
+
+    The registry is changed in place and only at those names, so a converter registered meanwhile stays registered.
+    """
+    from llamafactory.data.converter import DATASET_CONVERTERS
+
+    stock = {name: DATASET_CONVERTERS[name] for name in converters if name in DATASET_CONVERTERS}
+    DATASET_CONVERTERS.update(converters)
+    try:
+        yield
+    finally:
+        for name in converters:
+            if name in stock:
+                DATASET_CONVERTERS[name] = stock[name]
+            else:
+                DATASET_CONVERTERS.pop(name, None)
 
 
 def _missing_file_hint(loader: ModuleType, stock: Callable[..., Any]) -> Callable[..., Any]:
@@ -600,6 +625,11 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "llamafactory.data.loader", "_load_single_dataset", _missing_file_hint,
         "a registered FEA dataset whose file our converter writes says the `data convert` command, not only 'not found'",
+    ),
+    Patch(
+        "llamafactory.data.converter", "DATASET_CONVERTERS", dataset_formattings,
+        "`fea_prompt_set` in a stock stage renders its rows: the stock formattings' subclasses with rendering, for that "
+        "run", "run",
     ),
     Patch(
         "llamafactory.data.loader", "_load_single_dataset", load_single_dataset,

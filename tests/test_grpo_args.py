@@ -51,6 +51,10 @@ def test_lists_numbers_and_booleans_are_coerced():
 
 
 BAD_VALUES = [
+    ("policy_loss", "summed"),
+    ("think_span_rewards", "fea_au_f2"),
+    ("fea_prompt_set", "verbose"),
+    ("fea_prompt_set", "missing/prompts.json"),
     ("reward_funcs", ""),
     ("reward_funcs", 3),
     ("reward_weights", "1,x,2"),
@@ -190,3 +194,22 @@ def test_deepspeed_configs_are_valid_json():
         config = json.loads(Path(EXAMPLES / "deepspeed" / f"ds_z{stage}_config.json").read_text(encoding="utf-8"))
         assert config["zero_optimization"]["stage"] == stage
         assert config["train_micro_batch_size_per_gpu"] == "auto"
+
+
+def test_old_au_weighting_names_still_work_with_a_future_warning():
+    with pytest.warns(FutureWarning, match="reference is now called reward_minmax"):
+        assert GRPOArguments(au_frequency_weighting="reference").au_frequency_weighting == "reward_minmax"
+
+    with pytest.warns(FutureWarning, match="balanced is now called reward_mean_one"):
+        assert GRPOArguments(au_frequency_weighting="balanced").au_frequency_weighting == "reward_mean_one"
+
+
+def test_the_reference_loss_refuses_dapo_and_names_the_think_span_terms():
+    from llamafactory_fea.train.grpo.workflow import think_span_terms
+
+    with pytest.raises(ArgumentError, match="`policy_loss: per_reward`"):
+        GRPOArguments(policy_loss="per_reward", loss_type="dapo")
+
+    args = GRPOArguments(reward_funcs="fea_format,fea_au_f1,fea_emotion", policy_loss="per_reward")
+    assert think_span_terms(args) == [False, True, False]
+    assert think_span_terms(GRPOArguments()) is None

@@ -77,6 +77,9 @@ def test_every_grpo_key_trl_knows_reaches_grpo_config(tiny_model: Path, tmp_path
         "reward_clip",
         "reward_nonfinite",
         "au_frequency_weighting",
+        "policy_loss",
+        "think_span_rewards",
+        "fea_prompt_set",
         "suppress_vision_tokens",
     }
     model_args, _, training_args, finetuning_args, _ = train_args(tiny_model, tmp_path)
@@ -331,3 +334,157 @@ def test_the_trainer_logs_skipped_rewards_and_no_nan_reaches_the_advantages(tiny
     trainer.reward_funcs[0] = checks.wrap(lambda completions, **kwargs: [1.0] * 3, "tests.short")
     with pytest.raises(ValueError, match="Reward tests.short returned 3 values for a batch of 4 completions"):
         trainer._calculate_rewards(inputs, ["a"] * 4, completions, [[1]] * 4)
+
+
+THINK = "The brows are lowered (AU4) and pressed (AU24)."
+
+
+def loss_trainer(tiny_model: Path, tmp_path: Path, beta: float, **kwargs):
+    r"""A CustomGRPOTrainer on the tiny model with two rewards (an AU reward first), ready for `_compute_loss`."""
+    from datasets import Dataset
+    from llamafactory.hparams import FinetuningArguments
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from trl import GRPOConfig
+
+    from llamafactory_fea.rewards import fea_au_f1
+    from llamafactory_fea.train.grpo.trainer import CustomGRPOTrainer
+
+    torch.manual_seed(0)
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        report_to="none",
+        use_cpu=True,
+        beta=beta,
+        loss_type="grpo",
+    )
+    trainer = CustomGRPOTrainer(
+        model=AutoModelForImageTextToText.from_pretrained(tiny_model),
+        reward_funcs=[fea_au_f1, fea_format],
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": ["a", "b"]}),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        finetuning_args=FinetuningArguments(),
+        **kwargs,
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def loss_inputs(tokenizer, completions: list[str]) -> dict:
+    r"""TRL's per-step inputs for text completions (right-padded, EOS-free) with fixed advantages."""
+    prompt = tokenizer("Which emotion?", return_tensors="pt")["input_ids"].repeat(len(completions), 1)
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in completions]
+    width = max(map(len, encoded))
+    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in encoded])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in encoded])
+    return {
+        "prompt_ids": prompt,
+        "prompt_mask": torch.ones_like(prompt),
+        "completion_ids": ids,
+        "completion_mask": mask,
+        "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5])[: len(completions)],
+        "num_items_in_batch": mask.sum(),
+    }
+
+
+COMPLETIONS = [
+    f"<think>{THINK}</think><answer>anger</answer>",
+    "<answer>anger</answer>",  # no <think>: the AU term has no tokens in this row
+    f"<think>{THINK} Anger.</think><answer>anger</answer>",
+    "<think>unclosed",
+]
+
+
+def test_think_mask_covers_exactly_the_think_span(tokenizer):
+    from llamafactory_fea.train.grpo.trainer import think_span_mask
+
+    inputs = loss_inputs(tokenizer, COMPLETIONS)
+    mask = think_span_mask(inputs["completion_ids"], inputs["completion_mask"], tokenizer)
+    for row, text in enumerate(COMPLETIONS):
+        ids = inputs["completion_ids"][row]
+        inside = tokenizer.decode(ids[mask[row].bool()])
+        if "</think>" not in text:
+            assert not mask[row].any()
+            continue
+
+        interior = text[len("<think>") : text.index("</think>")]
+        start = inside.index(interior)  # every inner character is covered ...
+        head, tail = inside[:start], inside[start + len(interior) :]
+        assert "<think>".endswith(head)  # ... and at most parts of the tags
+        assert "</think>".startswith(tail)
+        outside = tokenizer.decode(ids[(1 - mask[row]).bool() & inputs["completion_mask"][row].bool()])
+        assert "answer" in outside
+        assert not any(word in outside for word in ("brows", "AU4", "pressed"))
+
+
+def test_per_reward_loss_without_an_au_term_is_trl_loss_exactly(tiny_model: Path, tmp_path: Path, tokenizer):
+    trl = loss_trainer(tiny_model, tmp_path, beta=0.0)
+    ours = loss_trainer(tiny_model, tmp_path, beta=0.0, think_span_terms=[False, False])
+    inputs = loss_inputs(tokenizer, COMPLETIONS)
+    assert torch.equal(trl._compute_loss(trl.model, inputs), ours._compute_loss(ours.model, inputs))
+
+
+def test_per_reward_loss_matches_a_hand_computation(tiny_model: Path, tmp_path: Path, tokenizer):
+    from llamafactory_fea.train.grpo.trainer import LOSS_WEIGHT_KEY, think_span_mask
+
+    beta = 0.04
+    trainer = loss_trainer(tiny_model, tmp_path, beta=beta, think_span_terms=[True, False])
+    inputs = loss_inputs(tokenizer, COMPLETIONS)
+    completion_mask = inputs["completion_mask"].float()
+    shift = torch.arange(completion_mask.numel(), dtype=torch.float32).view_as(completion_mask) * 0.01
+    with torch.no_grad():
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        logps, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention, inputs["completion_ids"].size(1)
+        )
+
+    inputs["ref_per_token_logps"] = logps + shift
+    # by hand: the ratio is 1, so a token's loss is -advantage + beta * (e^shift - shift - 1)
+    per_token = -inputs["advantages"].unsqueeze(1) + beta * (shift.exp() - shift - 1)
+    think = think_span_mask(inputs["completion_ids"], inputs["completion_mask"], tokenizer).float()
+    assert think.sum(1).tolist()[1] == 0  # no <think>
+    assert think.sum(1).tolist()[3] == 0  # not closed
+
+    def term(mask):
+        return ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+    expected = (term(think) + term(completion_mask)) / 2
+    loss = trainer._compute_loss(trainer.model, inputs)
+    assert torch.isfinite(loss)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert len(trainer._metrics["train"]["kl"]) == 1  # TRL's metrics once per step, of the all-token term
+
+    loss.backward()  # one graph for both terms
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())
+
+    weighted = loss_trainer(
+        tiny_model, tmp_path, beta=beta, think_span_terms=[True, False], loss_weight_column="au_weight"
+    )
+    inputs[LOSS_WEIGHT_KEY] = torch.tensor([0.0, 2.5, 10.0, 1.5])
+    loss = weighted._compute_loss(weighted.model, inputs)
+    assert loss.item() == pytest.approx(expected.item() * 14.0, rel=1e-5, abs=1e-6)  # the batch's weight sum
+
+
+@pytest.mark.e2e
+def test_grpo_with_the_reference_loss_weighting_and_prompt_set(tiny_model: Path, tmp_path: Path):
+    from .test_grpo_e2e import assert_grpo_metrics_logged, read_records, run_grpo, step_logs
+
+    output_dir, record = tmp_path / "reference", tmp_path / "record.jsonl"
+    result = run_grpo(
+        tiny_model,
+        output_dir,
+        record,
+        "policy_loss=per_reward",
+        "au_frequency_weighting=loss_batch_sum",
+        "fea_prompt_set=reference",
+        "max_steps=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_records(record)
+    logs = step_logs(output_dir)
+    assert_grpo_metrics_logged(logs)
+    assert all(math.isfinite(log["loss"]) for log in logs)

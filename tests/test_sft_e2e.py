@@ -29,9 +29,10 @@ CPU_OVERRIDES = [
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("arch", "template"), [("qwen2_vl", "qwen2_vl"), ("qwen2_5_vl", "qwen2_vl"), ("qwen3_vl", "qwen3_vl_nothink")]
+    ("arch", "template", "prompt_set"),
+    [("qwen2_vl", "qwen2_vl", None), ("qwen2_5_vl", "qwen2_vl", None), ("qwen3_vl", "qwen3_vl_nothink", "reference")],
 )
-def test_fea_sft_yaml_trains_saves_and_reloads(arch: str, template: str, tmp_path: Path):
+def test_fea_sft_yaml_trains_saves_and_reloads(arch: str, template: str, prompt_set: str | None, tmp_path: Path):
     tiny_model = make_tiny_model(tmp_path / arch, arch=arch)
     output_dir = tmp_path / "sft"
     overrides = [
@@ -39,9 +40,12 @@ def test_fea_sft_yaml_trains_saves_and_reloads(arch: str, template: str, tmp_pat
         f"template={template}",
         f"output_dir={output_dir}",
         *CPU_OVERRIDES,
+        *([f"fea_prompt_set={prompt_set}"] if prompt_set else []),
     ]
     result = run_cli(["llamafactory-cli", "train", str(EXAMPLES / "fea_sft.yaml"), *overrides])
     assert result.returncode == 0, result.stderr[-3000:]
+    # the first training example as LLaMA-Factory prints it: rendered with the run's prompt set, or as stored
+    assert ("## Action units" in result.stdout + result.stderr) == (prompt_set == "reference")
 
     logs = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
     losses = [log["loss"] for log in logs if "loss" in log]

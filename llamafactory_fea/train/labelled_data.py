@@ -5,9 +5,11 @@ be lost. Each converter here wraps the stock one of its format and adds one JSON
 here (`fea.labels.extract_labels`: the `emotion`/`aus` columns or their aliases when the dataset has them, else read
 from its reference assistant turn, so ordinary sharegpt/alpaca/openai data with `<think>...</think><answer>...</answer>`
 targets works as well), the reference assistant turn (`solution`) and the row's `id` and source `dataset` (None when
-absent); `decode_labels` reads it back. One JSON string rather than typed columns: LLaMA-Factory maps the converter
-without fixed features, so a typed column takes the type of the first written batch, and a dataset whose first 1000
-rows have no emotion (`null`) then fails on the first row with one, as do ids of mixed types. The grpo stage and
+absent); `decode_labels` reads it back. A label may be None ("not labelled": an AU-only row has no emotion, an
+emotion-only row no AUs) and `aus` may be `[]` ("labelled: no active AU"); JSON keeps the difference. One JSON
+string rather than typed columns: LLaMA-Factory maps the converter without fixed features, so a typed column takes
+the type of the first written batch, and a dataset whose first 1000 rows have no emotion (`null`) then fails on the
+first row with one, as do ids of mixed types. The grpo stage and
 synthesis load registered datasets through them with LLaMA-Factory's own loader (`dataset_dir`, `media_dir`,
 `num_samples`, `max_samples`, hub or file).
 """
@@ -27,6 +29,7 @@ from llamafactory.data.converter import (
 
 from ..fea.labels import extract_labels
 from ..seam import load_single_dataset
+from .prompt_set import render_with_run_set
 
 
 if TYPE_CHECKING:
@@ -45,7 +48,7 @@ class LabelMixin:
     r"""Makes a stock LLaMA-Factory converter also output the labels, `solution`, `id` and `dataset` (one JSON column)."""
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
-        output = super().__call__(example)
+        output = render_with_run_set(super().__call__(example), example, self.data_args)  # fea_prompt_set
         response = output["_response"][0]["content"] if output["_response"] else ""
         labels = extract_labels(example, response)
         row = {**labels, "solution": response, "id": example.get("id"), "dataset": example.get("dataset")}
@@ -53,7 +56,13 @@ class LabelMixin:
 
 
 def decode_labels(example: dict[str, Any]) -> dict[str, Any]:
-    r"""The labels, `solution`, `id` and `dataset` a label-keeping converter wrote into an aligned example."""
+    r"""The labels, `solution`, `id` and `dataset` a label-keeping converter wrote into an aligned example.
+
+    `emotion` is a string or None, `aus` a sorted list of AU numbers or None (`fea.labels.extract_labels`).
+
+    >>> decode_labels({LABELS_COLUMN: '{"emotion": null, "aus": [], "solution": "", "id": "a", "dataset": null}'})
+    {'emotion': None, 'aus': [], 'solution': '', 'id': 'a', 'dataset': None}
+    """
     return json.loads(example[LABELS_COLUMN])
 
 

@@ -6,6 +6,7 @@ fields are its YAML keys. `seam.py` wires the declarations into LLaMA-Factory.
 """
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -41,6 +42,7 @@ class PluginExtension:
     name: str
     arguments: str
     callbacks: str
+    run_context: str | None = None
 
     def load_arguments(self) -> type:
         r"""Import the dataclass of the extension's YAML keys."""
@@ -49,6 +51,10 @@ class PluginExtension:
     def load_callbacks(self) -> Callable[..., list[Any]]:
         r"""Import `f(extension_args, model_args, data_args, training_args, finetuning_args, generating_args)`."""
         return import_object(self.callbacks, "extension callbacks")
+
+    def load_run_context(self) -> Callable[[Any], AbstractContextManager] | None:
+        r"""Import `f(extension_args)`, the context the seam holds for the whole run (None: the extension has none)."""
+        return import_object(self.run_context, "extension run context") if self.run_context else None
 
 
 STAGES: Registry[PluginStage] = Registry("stage")

@@ -4,8 +4,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ...fea.prompts import load_prompt_set
 from ...hparams import ArgumentError, check_bounds, check_types, convert
 from ...rewards import REWARDS, RewardFunc, get_reward
+from ...rewards.weighting import resolve_weighting
 
 
 @dataclass
@@ -43,13 +45,41 @@ class GRPOArguments:
             "step as fea/skipped_rewards)."
         },
     )
-    au_frequency_weighting: Literal["none", "reference", "balanced"] = field(
+    au_frequency_weighting: Literal[
+        "none", "reward_minmax", "reward_mean_one", "loss_batch_sum", "reference", "balanced"
+    ] = field(
         default="none",
         metadata={
-            "help": "Per-sample reward weight from inverse AU frequencies, computed per dataset: `none` (1.0); "
-            "`reference` (the Facial-R1 code: sum of the sample's normalised inverse AU frequencies, min-max "
-            "scaled to [0, 10] within its dataset; samples without AU labels weigh 0); `balanced` (same inverse "
-            "frequencies scaled to mean 1; samples without AU labels weigh 1). Multiplies every reward."
+            "help": "Weights from inverse AU frequencies per dataset (a sample weighs the sum of its AUs' normalised "
+            "inverse frequencies): `none`; `reward_minmax` multiplies every reward by the sample's weight min-max "
+            "scaled to [0, 10] within its dataset, samples without AU labels weighing 0 (the earlier reference); "
+            "`reward_mean_one` by the weight scaled to mean 1, samples without AU labels weighing 1; "
+            "`loss_batch_sum` leaves the rewards unweighted and multiplies each micro-batch's loss by the sum of "
+            "its samples' [0, 10] weights (the later reference). Old names: reference = reward_minmax, "
+            "balanced = reward_mean_one."
+        },
+    )
+    policy_loss: Literal["trl", "per_reward"] = field(
+        default="trl",
+        metadata={
+            "help": "`trl`: TRL's GRPO loss over all completion tokens. `per_reward` (the later reference): one "
+            "clipped policy-gradient term (plus KL) per reward function, all with the advantage of the summed "
+            "reward, each averaged over its own tokens (the rewards of `think_span_rewards` over the tokens inside "
+            "<think> </think>, the others over all completion tokens), then the terms averaged."
+        },
+    )
+    think_span_rewards: str = field(
+        default="fea_au_f1,fea_strict_au_f1",
+        metadata={
+            "help": "With `policy_loss: per_reward`: rewards (names as in reward_funcs) whose term is averaged over "
+            "the tokens inside <think> </think>; a completion without a closed <think> gives such a term no tokens."
+        },
+    )
+    fea_prompt_set: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt set of the rows' questions: `concise`, `reference` (the Facial-R1 prompt's content) or "
+            "a JSON file of `FEAPrompts` templates; null: the rows as stored (see train/prompt_set.py)."
         },
     )
     num_generations: int = field(
@@ -194,6 +224,25 @@ class GRPOArguments:
             raise ArgumentError(f"grpo key `reward_funcs` must name at least one reward, got {self.reward_funcs!r}.")
 
         self._check_rewards()
+        self.au_frequency_weighting = resolve_weighting(self.au_frequency_weighting)
+        names = convert("grpo", "think_span_rewards", list[str], self.think_span_rewards or [])
+        self.think_span_rewards = [str(name).strip() for name in names if str(name).strip()]
+        for name in self.think_span_rewards:
+            try:
+                get_reward(name)
+            except ValueError as err:
+                raise ArgumentError(f"grpo key `think_span_rewards`: {err}") from None
+        if self.policy_loss == "per_reward" and self.loss_type == "dapo":
+            raise ArgumentError(
+                "grpo key `policy_loss: per_reward` averages each term over its own tokens: use loss_type grpo "
+                "(as the reference), bnpo or dr_grpo, not dapo (its normaliser counts all completion tokens)."
+            )
+
+        if self.fea_prompt_set is not None:
+            try:
+                load_prompt_set(self.fea_prompt_set)
+            except ValueError as err:
+                raise ArgumentError(f"grpo key `fea_prompt_set`: {err}") from None
 
         if self.reward_weights is not None:
             self.reward_weights = convert("grpo", "reward_weights", list[float], self.reward_weights)

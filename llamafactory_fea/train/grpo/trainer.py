@@ -2,7 +2,9 @@ r"""TRL's GRPOTrainer with LLaMA-Factory's optimizers and callbacks, checked and
 
 import functools
 import numbers
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 FEA_METRICS = ("fea/format_rate", "fea/strict_format_rate", "fea/emotion_accuracy", "fea/au_f1")
 FLOAT32_MAX = torch.finfo(torch.float32).max  # TRL holds rewards as float32: beyond this a value becomes inf
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+LOSS_WEIGHT_KEY = "fea_loss_weight"  # per-completion AU weight carried to the loss (au_frequency_weighting)
 
 
 class RewardChecks:
@@ -142,6 +146,47 @@ def clip_reward_sums(
     return rewards_per_func * scale.unsqueeze(1), scale < 1.0
 
 
+def think_spans(text: str) -> list[tuple[int, int]]:
+    r"""Character spans strictly inside each `<think> ... </think>` pair (an unclosed `<think>` gives none).
+
+    >>> think_spans("<think>ab</think><answer>c</answer>"), think_spans("<think>ab"), think_spans("ab")
+    ([(7, 9)], [], [])
+    """
+    spans, start = [], 0
+    while (opened := text.find(THINK_OPEN, start)) >= 0:
+        inner = opened + len(THINK_OPEN)
+        closed = text.find(THINK_CLOSE, inner)
+        if closed < 0:
+            break
+
+        spans.append((inner, closed))
+        start = closed + len(THINK_CLOSE)
+
+    return spans
+
+
+def think_span_mask(completion_ids: torch.Tensor, completion_mask: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    r"""1 for each completion token with at least one character inside a `<think> ... </think>` pair, else 0.
+
+    Tokens are decoded one by one, so a span is found however the tags were tokenised in context; the result is
+    also 0 wherever `completion_mask` is (padding after EOS, masked truncated completions).
+    """
+    mask = torch.zeros_like(completion_mask)
+    for row, ids in enumerate(completion_ids.tolist()):
+        pieces = tokenizer.batch_decode([[token] for token in ids], skip_special_tokens=False)
+        spans = think_spans("".join(pieces))
+        if not spans:
+            continue
+
+        end = 0
+        for column, piece in enumerate(pieces):
+            start, end = end, end + len(piece)
+            if start < end and any(start < high and end > low for low, high in spans):
+                mask[row, column] = 1
+
+    return mask * completion_mask
+
+
 class CustomGRPOTrainer(GRPOTrainer):
     r"""GRPO on a model loaded by LLaMA-Factory: its optimizers and schedulers, the processor saved with checkpoints."""
 
@@ -151,12 +196,21 @@ class CustomGRPOTrainer(GRPOTrainer):
         processor: Optional["ProcessorMixin"] = None,
         reward_clip: float | None = None,
         reward_checks: RewardChecks | None = None,
+        think_span_terms: Sequence[bool] | None = None,
+        loss_weight_column: str | None = None,
         **kwargs,
     ) -> None:
         self.finetuning_args = finetuning_args
         self.reward_clip = reward_clip
         self.reward_checks = reward_checks
+        self.think_span_terms = list(think_span_terms) if think_span_terms is not None else None
+        self.loss_weight_column = loss_weight_column
         super().__init__(**kwargs)
+        if self.think_span_terms is not None and self.loss_type == "dapo":
+            raise ValueError(
+                "The per-reward loss needs loss_type grpo, bnpo or dr_grpo (dapo normalises by all tokens)."
+            )
+
         if processor is not None:
             self.add_callback(SaveProcessorCallback(processor))
 
@@ -208,3 +262,74 @@ class CustomGRPOTrainer(GRPOTrainer):
                 self._metrics[mode][name].append(torch.nanmean(values).item())
 
         return rewards_per_func
+
+    @override
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        if self.loss_weight_column is not None:  # one weight per completion of this process, split with the rest
+            weights = [float(x.get(self.loss_weight_column) or 0.0) for x in inputs]
+            output[LOSS_WEIGHT_KEY] = torch.tensor(weights, dtype=torch.float32, device=self.accelerator.device)
+
+        return output
+
+    @override
+    def _compute_loss(self, model, inputs):
+        if self.think_span_terms is None:
+            loss = super()._compute_loss(model, inputs)
+        else:
+            loss = self._per_reward_loss(model, inputs)
+
+        if self.loss_weight_column is not None:  # the later reference: the loss times the batch's weight sum
+            loss = loss * inputs[LOSS_WEIGHT_KEY].sum().to(loss.dtype)
+
+        return loss
+
+    def _per_reward_loss(self, model, inputs) -> torch.Tensor:
+        r"""One TRL loss term per reward (same advantages), each over its own token mask, averaged over rewards.
+
+        Rewards sharing a mask share one term (their terms are equal), so without a think-span reward this is
+        TRL's loss exactly. The policy's log-probabilities are computed once, with the full attention mask.
+        """
+        counts = Counter("think" if think else "all" for think in self.think_span_terms)
+        if set(counts) == {"all"}:
+            return super()._compute_loss(model, inputs)
+
+        completion_mask = inputs["completion_mask"]
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        masks = {
+            "all": completion_mask,
+            "think": think_span_mask(inputs["completion_ids"], completion_mask, tokenizer),
+        }
+        total = sum(counts.values())
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        kept: dict[str, int] = {}
+        loss = None
+        with self._shared_logps(inputs):
+            for key in sorted(counts):  # "all" first: TRL's metrics (KL, entropy, clip ratios) are logged for it
+                term = super()._compute_loss(model, {**inputs, "completion_mask": masks[key]})
+                kept = kept or {name: len(values) for name, values in metrics.items()}
+                loss = term * (counts[key] / total) if loss is None else loss + term * (counts[key] / total)
+
+        for name, values in metrics.items():
+            del values[kept.get(name, len(values)) :]
+
+        return loss
+
+    @contextmanager
+    def _shared_logps(self, inputs: dict[str, Any]) -> Iterator[None]:
+        r"""Compute the policy's log-probabilities once, attending to every completion token, for all terms."""
+        stock = self._get_per_token_logps_and_entropies
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        cache: list[Any] = []
+
+        def shared(model, input_ids, _attention_mask, *args, **kwargs):
+            if not cache:
+                cache.append(stock(model, input_ids, attention_mask, *args, **kwargs))
+
+            return cache[0]
+
+        self._get_per_token_logps_and_entropies = shared
+        try:
+            yield
+        finally:
+            del self._get_per_token_logps_and_entropies

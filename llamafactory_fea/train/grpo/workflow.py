@@ -11,9 +11,11 @@ from llamafactory.train.trainer_utils import create_modelcard_and_push
 from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOConfig
 
-from ...rewards import get_reward, with_sample_weights
+from ...rewards import AU_WEIGHT_COLUMN, get_reward, with_sample_weights
 from ...seam import use_grpo_log_callback
 from .._logging import get_logger
+from ..dtypes import host_dtypes_kept
+from ..prompt_set import use_prompt_set
 from .data import get_grpo_dataset
 from .rollout import check_vllm, generation_kwargs
 from .trainer import FEA_METRICS, CustomGRPOTrainer, RewardChecks
@@ -68,10 +70,19 @@ def build_grpo_config(
 def load_reward_funcs(grpo_args: "GRPOArguments", checks: RewardChecks) -> list["RewardFunc"]:
     r"""The reward functions by registered name or dotted path, their output checked, weighted per sample when asked."""
     reward_funcs = [checks.wrap(get_reward(name), name) for name in grpo_args.reward_funcs]
-    if grpo_args.au_frequency_weighting != "none":
+    if grpo_args.au_frequency_weighting.startswith("reward_"):
         reward_funcs = [with_sample_weights(func) for func in reward_funcs]
 
     return reward_funcs
+
+
+def think_span_terms(grpo_args: "GRPOArguments") -> list[bool] | None:
+    r"""Per reward, whether its loss term is averaged over the `<think>` span (None: TRL's loss)."""
+    if grpo_args.policy_loss != "per_reward":
+        return None
+
+    span = set(grpo_args.think_span_rewards)
+    return [name in span for name in grpo_args.reward_funcs]
 
 
 def _warn_unused(
@@ -120,23 +131,27 @@ def run_grpo(
     grpo_config = build_grpo_config(model_args, training_args, finetuning_args, grpo_args, rollout_kwargs)
     reward_checks = RewardChecks(grpo_args.reward_nonfinite)
     reward_funcs = load_reward_funcs(grpo_args, reward_checks)  # batch sizes and rewards checked: now the heavy part
+    use_prompt_set(data_args, grpo_args.fea_prompt_set)  # the rows' questions rendered as they load
     dataset_module = get_grpo_dataset(template, model_args, data_args, training_args, grpo_args, **tokenizer_module)
 
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
     callbacks = callbacks if callbacks is not None else []
     use_grpo_log_callback(callbacks)
-    trainer = CustomGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=grpo_config,
-        processing_class=processor if processor is not None else tokenizer,
-        processor=processor,
-        finetuning_args=finetuning_args,
-        reward_clip=grpo_args.reward_clip,
-        reward_checks=reward_checks,
-        callbacks=callbacks,
-        **dataset_module,
-    )
+    with host_dtypes_kept(model):  # TRL's QLoRA preparation would recast LLaMA-Factory's trainable weights
+        trainer = CustomGRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=grpo_config,
+            processing_class=processor if processor is not None else tokenizer,
+            processor=processor,
+            finetuning_args=finetuning_args,
+            reward_clip=grpo_args.reward_clip,
+            reward_checks=reward_checks,
+            think_span_terms=think_span_terms(grpo_args),
+            loss_weight_column=AU_WEIGHT_COLUMN if grpo_args.au_frequency_weighting == "loss_batch_sum" else None,
+            callbacks=callbacks,
+            **dataset_module,
+        )
 
     # Training
     if training_args.do_train:
