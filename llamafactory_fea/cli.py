@@ -6,9 +6,11 @@ commands:
   data convert      a benchmark (RAF-DB, AffectNet, FEA-20K, ...) into registered LLaMA-Factory data
   data validate     registered FEA datasets checked row by row
   data register     FEA datasets copied into your own dataset_info.json
+  data pairs        preference pairs (response / instruction / image edits) for stage empo and stock dpo
   data make-demo    the embedded demo set drawn again
   make-tiny-model   a tiny random-weight Qwen-VL model to smoke-test a YAML
   eval              the paper's metrics from generated_predictions.jsonl
+  plan              every stage's resolved settings of a training or loop YAML, no model loaded
   loop              the rounds (SFT, GRPO, synthesis) of a loop YAML
 Training itself is `llamafactory-cli train examples/fea_*.yaml` (see examples/README.md).
 """
@@ -120,15 +122,28 @@ def _register(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _pairs(args: argparse.Namespace) -> int:
+    from .data.pairs import run
+
+    return run(args)
+
+
 def _loop(args: argparse.Namespace) -> int:
     from .loop import run_loop
 
     return run_loop(args.config, args.overrides)
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import run_plan
+
+    return run_plan(args.config, args.overrides, args.processes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     r"""The command-line parser with every subcommand."""
     from .data.converters import CONVERTERS
+    from .data.pairs import add_arguments as add_pairs_arguments
     from .data.register import add_arguments as add_register_arguments
     from .data.validate import add_arguments as add_validate_arguments
     from .demo.tiny_model import ARCHITECTURES
@@ -181,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_register_arguments(register)
     register.set_defaults(func=_register)
+    pairs = data.add_parser(
+        "pairs", help="Entity-edited preference pairs (EMPO) from a labelled dataset; register them."
+    )
+    add_pairs_arguments(pairs)
+    pairs.set_defaults(func=_pairs)
     evaluate = commands.add_parser("eval", help="Score predictions on a benchmark; write JSON, Markdown, PNG reports.")
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=_eval)
@@ -188,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("config", help="The loop YAML, e.g. examples/fea_loop.yaml.")
     loop.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys: sft_args.max_steps=10).")
     loop.set_defaults(func=_loop)
+    plan = commands.add_parser("plan", help="Print every stage's resolved settings of a training or loop YAML.")
+    plan.add_argument("config", help="A training YAML or a loop YAML, e.g. examples/paper/loop_later.yaml.")
+    plan.add_argument("overrides", nargs="*", help="key=value overrides, as for llamafactory-cli train or loop.")
+    plan.add_argument("--processes", type=int, default=None, help="Processes (GPUs) of the run (NPROC_PER_NODE).")
+    plan.set_defaults(func=_plan)
     return parser
 
 
