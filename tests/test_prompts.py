@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from llamafactory_fea.data.converters import fea20k
+from llamafactory_fea.data.converters.fea20k import QUESTION_MODES
 from llamafactory_fea.fea.aus import AU_CATALOGUE
-from llamafactory_fea.fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
+from llamafactory_fea.fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES, source_key, source_label_space
 from llamafactory_fea.fea.prompts import PROMPT_SETS, FEAPrompts, label_space_of, load_prompt_set
 from llamafactory_fea.train.prompt_set import own_question, render_prompt, render_question
 
@@ -57,6 +59,27 @@ def test_the_choices_are_the_rows_own_label_space():
     affectnet = render_question("<image>How does she feel?", REFERENCE, "affectnet", "anger")
     assert "contempt" not in rafdb
     assert "contempt" in affectnet
+
+
+@pytest.mark.parametrize("spelling", ["RAF-DB", "raf_db", "RafDB", "AffectNet", "CK+", "RAF-AU", "raf_au", "FER2013"])
+def test_every_source_spelling_the_converter_accepts_has_its_label_space(spelling: str):
+    assert label_space_of(spelling) == source_label_space(spelling) == LABEL_SPACES[source_key(spelling)]
+    assert label_space_of(source_key(spelling)) == label_space_of(spelling)  # the converter's `dataset` column
+
+
+@pytest.mark.parametrize("converter_set", ["concise", "reference"])
+@pytest.mark.parametrize("mode", QUESTION_MODES)
+def test_every_converter_question_form_is_rendered_with_the_records_question_once(mode: str, converter_set: str):
+    own = "Look at this person: which basic emotion is on the face?"
+    context = fea20k._Context(Path("."), {}, None, PROMPT_SETS[converter_set], mode, frozenset())
+    space = source_label_space("RAF-DB")
+    stored = "<image>" + fea20k._question({"question": own}, space, context)
+    rendered = render_question(stored, REFERENCE, "rafdb", "sadness")
+    assert rendered.count(own) == (0 if mode == "fea" else 1)  # `fea` writes the plain FEA question
+    assert CONCISE.question(space) not in rendered
+    assert "You are an expert in facial expression analysis" not in rendered
+    assert rendered == "<image>" + REFERENCE.question(space, None if mode == "fea" else own)
+    assert render_question(rendered, REFERENCE, "rafdb", "sadness") == rendered  # idempotent
 
 
 def test_rendering_keeps_own_questions_and_replaces_shipped_renderings():

@@ -408,17 +408,23 @@ def test_au_frequency_weights_follow_the_reference():
     raw = [sum(weights[f"AU{au}"] for au in sample) for sample in samples]
     low, high = min(raw), max(raw)
     expected = [10 * (weight - low) / (high - low) for weight in raw]
-    assert au_frequency_weights(samples, "reference") == pytest.approx(expected)
-    assert min(au_frequency_weights(samples, "reference")) == 0.0  # the lightest sample weighs 0, as released
+    assert au_frequency_weights(samples, "reward_minmax") == pytest.approx(expected)
+    assert min(au_frequency_weights(samples, "reward_minmax")) == 0.0  # the lightest sample weighs 0, as released
 
 
 def test_au_frequency_weights_edge_cases():
-    assert au_frequency_weights([[], [], []], "reference") == [0.0, 0.0, 0.0]  # emotion-only data weighs 0
-    balanced = au_frequency_weights([[1], [1, 4], [], [12]], "balanced")
-    assert balanced[2] == 1.0
-    assert sum(balanced[:2] + balanced[3:]) / 3 == pytest.approx(1.0)
-    assert au_frequency_weights([], "balanced") == []
-    with pytest.raises(ValueError, match="reference or balanced"):
+    assert au_frequency_weights([[], [], []], "reward_minmax") == [0.0, 0.0, 0.0]  # emotion-only data weighs 0
+    aus = [[1], [1, 4], [], [12]]
+    mean_one = au_frequency_weights(aus, "reward_mean_one")
+    assert mean_one[2] == 1.0
+    assert sum(mean_one[:2] + mean_one[3:]) / 3 == pytest.approx(1.0)
+    assert au_frequency_weights([], "reward_mean_one") == []
+    assert au_frequency_weights(aus, "loss_batch_sum") == au_frequency_weights(aus, "reward_minmax")  # both [0, 10]
+    for old, new in (("reference", "reward_minmax"), ("balanced", "reward_mean_one")):  # the old names still work
+        with pytest.warns(FutureWarning, match=f"{old} is now called {new}"):
+            assert au_frequency_weights(aus, old) == au_frequency_weights(aus, new)
+
+    with pytest.raises(ValueError, match="reward_minmax, loss_batch_sum, reward_mean_one"):
         au_frequency_weights([[1]], "none")
 
 

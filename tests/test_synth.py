@@ -3,14 +3,16 @@ r"""Synthesis with scripted engines: the keep rule, retries with feedback, the j
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
 from llamafactory_fea.fea.labels import AU_PATTERN
 from llamafactory_fea.fea.parsing import parse_completion
-from llamafactory_fea.fea.prompts import FEAPrompts
+from llamafactory_fea.fea.prompts import PROMPT_SETS, FEAPrompts
 from llamafactory_fea.train.synth.args import SynthesisArguments, SynthesisCallbackArguments
 from llamafactory_fea.train.synth.engine import Completion, GenerationRequest
 from llamafactory_fea.train.synth.job import Journal, SynthesisPassConfig, read_journals, run_synthesis_pass
@@ -309,6 +311,84 @@ def test_retries_see_the_last_attempt_or_every_attempt(face: str, history: bool)
         assert WRONG_EMOTION not in third
         assert AU_MISSING not in fourth
         assert fourth.count("Your previous answer was") == 1
+
+
+OWN_QUESTION = "Which emotion does this person show?"
+
+
+@pytest.mark.parametrize("stored", ["framed_concise", "reference", "record"])
+def test_the_reference_set_guides_with_the_samples_own_question(face: str, stored: str):
+    reference = PROMPT_SETS["reference"]
+    question = {  # the forms a sample's question arrives in: as converted, or rendered with the run's set
+        "framed_concise": f"{OWN_QUESTION}\n\n{PROMPT_SETS['concise'].question()}",
+        "reference": reference.question(own=OWN_QUESTION),
+        "record": OWN_QUESTION,
+    }[stored]
+    engine = ScriptedEngine({"s": [WRONG_EMOTION, SAD], "q": [SAD]})
+    sample = replace(make_sample("s", 0, face), question=question)
+    no_own = replace(make_sample("q", 1, face), question=reference.question())
+    results = list(Synthesizer(engine, prompts=reference, max_retries=1).run([sample, no_own]))
+    assert [result.status for result in results] == ["kept", "kept"]
+    first, retry = engine.prompts("s")
+    assert first == reference.guided("sadness", [1, 4, 15], own=OWN_QUESTION)
+    assert first.count(OWN_QUESTION) == 1
+    assert "You are an expert in facial expression analysis" not in first
+    assert retry.startswith(first)
+    assert engine.prompts("q") == [reference.guided("sadness", [1, 4, 15])]  # the set's default question
+    concise = ScriptedEngine({"s": [SAD]})
+    list(Synthesizer(concise).run([replace(sample, key="s")]))
+    assert concise.prompts("s") == [PROMPT_SETS["concise"].guided("sadness", [1, 4, 15])]  # concise frames none
+
+
+def test_synthesis_prompts_are_the_file_else_the_runs_prompt_set_else_concise(tmp_path: Path):
+    from llamafactory_fea.train.synth.synthesizer import load_prompts
+
+    custom = tmp_path / "prompts.json"
+    custom.write_text(json.dumps({"base": "reference", "emotion_hint_template": "Answer {emotion}."}))
+    run_set = SimpleNamespace(fea_prompt_set="reference")
+    assert load_prompts(SynthesisArguments(), None) == PROMPT_SETS["concise"]
+    assert load_prompts(SynthesisArguments(), SimpleNamespace(fea_prompt_set=None)) == PROMPT_SETS["concise"]
+    assert load_prompts(SynthesisArguments(), run_set) == PROMPT_SETS["reference"]
+    from_file = load_prompts(SynthesisArguments(synth_prompts_file=str(custom)), run_set)
+    assert from_file.emotion_hint_template == "Answer {emotion}."
+    assert from_file.question_template == PROMPT_SETS["reference"].question_template
+
+
+def test_the_synth_stage_takes_fea_prompt_set_through_the_one_prompt_set_key(tmp_path: Path):
+    from dataclasses import fields
+
+    from llamafactory_fea.seam import host_train_arguments
+    from llamafactory_fea.train import plugin
+    from llamafactory_fea.train.grpo.args import GRPOArguments
+    from llamafactory_fea.train.prompt_set import PromptSetArguments
+    from llamafactory_fea.train.synth.synthesizer import load_prompts
+
+    declared = [
+        cls.__name__
+        for cls in (SynthesisArguments, SynthesisCallbackArguments, PromptSetArguments, GRPOArguments)
+        if "fea_prompt_set" in {field.name for field in fields(cls)}
+    ]
+    assert declared == ["PromptSetArguments", "GRPOArguments"]  # grpo takes it as its own key, before extensions
+    args = {"stage": "synth", "dataset": "fea_demo", "synth_max_retries": 1, "fea_prompt_set": "reference"}
+    stage = plugin.STAGES["synth"]
+    plugin.check_keys(stage, args, host_train_arguments())  # a known key of the synth stage
+    synth_args, rest = plugin.split_plugin_args(stage, args)
+    extensions, rest = plugin.split_extension_args(rest)
+    ((extension, prompt_args),) = extensions
+    assert (extension.name, prompt_args.fea_prompt_set) == ("prompt_set", "reference")
+    assert "fea_prompt_set" not in rest
+    data_args = SimpleNamespace()
+    assert extension.load_callbacks()(prompt_args, None, data_args, None, None, None) == []
+    assert load_prompts(synth_args, data_args) == PROMPT_SETS["reference"]
+    with_callback = {
+        "stage": "sft",
+        "synth_callback": True,
+        "synth_callback_dataset": "a",
+        "fea_prompt_set": "reference",
+    }
+    used, rest = plugin.split_extension_args(with_callback)
+    assert sorted(extension.name for extension, _ in used) == ["prompt_set", "synth_callback"]
+    assert rest == {"stage": "sft"}
 
 
 def test_truncated_completions_are_reported(face: str, tmp_path: Path):

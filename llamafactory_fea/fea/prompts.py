@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .aus import AU_CATALOGUE, format_au
-from .emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
+from .emotions import BASIC_EMOTIONS, EMOTIONS, source_label_space
 
 
 QUESTION = (
@@ -196,9 +196,10 @@ def load_prompt_set(name_or_path: str | None) -> FEAPrompts:
 def label_space_of(dataset: str | None, emotion: str | None = None) -> tuple[str, ...]:
     r"""The emotion choices of a row: its source dataset's label space (basic emotions when unknown).
 
+    The dataset may be spelled as the converters accept it ("RAF-DB", "raf_db", "CK+": `emotions.source_label_space`).
     A row whose emotion lies outside its dataset's space (contempt in a basic-emotion set) is offered all emotions.
     """
-    space = LABEL_SPACES.get(str(dataset or "").lower(), BASIC_EMOTIONS)
+    space = source_label_space(dataset)
     if emotion in EMOTIONS and emotion not in space:
         return EMOTIONS
 

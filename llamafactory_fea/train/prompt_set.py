@@ -66,11 +66,19 @@ def _frames(prompts: FEAPrompts) -> tuple[tuple[str, str, str | None], ...]:
 
 
 def own_question(text: str, prompts: FEAPrompts | None = None) -> str | None:
-    r"""The record's own question in a user turn's text: None when it is a rendering of a shipped set or `prompts`."""
+    r"""The record's own question in a user turn's text: None when it is a rendering of a shipped set or `prompts`.
+
+    Every form `data convert fea20k --question` writes is recognised: a set's framing of the record's question
+    (`framed` with a set that frames it), the record's question, a blank line and a set's whole rendering (`framed`
+    with a set that does not), a rendering alone (`fea`) and the record's question alone (`record`).
+    """
     for known in (*PROMPT_SETS.values(), *([prompts] if prompts is not None else [])):
         for prefix, suffix, default in _frames(known):
             if default is None and text == prefix:
                 return None
+
+            if default is None and text.endswith(prefix) and text[: -len(prefix)].endswith(("\n", " ")):
+                return text[: -len(prefix)].strip() or None  # `own`, blank line, the set's rendering
 
             if default is not None and len(text) >= len(prefix) + len(suffix):
                 if text.startswith(prefix) and text.endswith(suffix):

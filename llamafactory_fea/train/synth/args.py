@@ -108,7 +108,10 @@ class SynthesisArguments:
     )
     synth_prompts_file: str | None = field(
         default=None,
-        metadata={"help": "JSON file overriding the FEA prompt templates (keys of `FEAPrompts`)."},
+        metadata={
+            "help": "JSON file of FEA prompt templates (keys of `FEAPrompts`, `base`: the set it starts from) for the "
+            "guided and retry prompts. Unset: the run's `fea_prompt_set`, else `concise`."
+        },
     )
 
     def __post_init__(self) -> None:

@@ -82,7 +82,7 @@ class SynthesisCallback(TrainerCallback):
         config.dataset_dir = Path(self.synth_args.synth_dataset_dir or report_dir)
         config.dataset_file = f"{name}.jsonl"
         synthesis_pass = run_synthesis_pass(
-            build_synthesizer(engine, self.synth_args),
+            build_synthesizer(engine, self.synth_args, self.data_args),
             self.samples,
             config,
             rank=self.training_args.process_index,
@@ -100,7 +100,11 @@ class SynthesisCallback(TrainerCallback):
         r"""Load (and so check) the samples before training: a bad record fails now, not after the training."""
         with self.training_args.main_process_first(desc="load synthesis dataset"):
             self.samples = load_samples(
-                self.datasets, self.model_args, self.data_args, self.training_args, load_prompts(self.synth_args)
+                self.datasets,
+                self.model_args,
+                self.data_args,
+                self.training_args,
+                load_prompts(self.synth_args, self.data_args),
             )
 
     @override

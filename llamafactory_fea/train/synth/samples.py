@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from llamafactory.data.parser import get_dataset_list
 from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 
-from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS, LABEL_SPACES
-from ...fea.prompts import FEAPrompts
+from ...fea.emotions import BASIC_EMOTIONS, EMOTIONS
+from ...fea.prompts import FEAPrompts, label_space_of
 from .._logging import get_logger
 from ..labelled_data import check_image, decode_labels, load_labelled_dataset
 
@@ -81,9 +81,7 @@ def _sample(name: str, position: int, example: dict[str, Any], index: int, promp
     emotion = labels["emotion"]
     aus = None if labels["aus"] is None else tuple(labels["aus"])
     dataset = str(labels["dataset"] or "fea")
-    label_space = LABEL_SPACES.get(dataset, BASIC_EMOTIONS)
-    if emotion in EMOTIONS and emotion not in label_space:
-        label_space = EMOTIONS
+    label_space = label_space_of(dataset, emotion)  # any spelling of the source ("RAF-DB")
 
     images = example["_images"] or []
     image = os.path.abspath(images[0]) if images and isinstance(images[0], str) else None

@@ -17,14 +17,16 @@ from ...data.records import FEARecord
 from ...fea.aus import format_au
 from ...fea.labels import ANSWER_TAGS, AU_PATTERN, first_block
 from ...fea.parsing import ParsedCompletion, parse_completion
-from ...fea.prompts import FEAPrompts
+from ...fea.prompts import FEAPrompts, load_prompt_set
 from ...rewards import au_f1
+from ..prompt_set import active_prompt_set, own_question
 from .args import KEEP_RULES
 from .engine import GenerationRequest
 from .samples import NO_LABELS, UNREADABLE_IMAGE
 
 
 if TYPE_CHECKING:
+    from llamafactory.hparams import DataArguments
     from PIL.Image import Image
 
     from .args import SynthesisArguments
@@ -282,8 +284,10 @@ def kept_row(
     return row
 
 
-def build_synthesizer(engine: "SynthesisEngine", synth_args: "SynthesisArguments") -> "Synthesizer":
-    r"""A synthesizer with the keep rule, prompts, retries and batch size of the `synth_*` keys."""
+def build_synthesizer(
+    engine: "SynthesisEngine", synth_args: "SynthesisArguments", data_args: "DataArguments | None" = None
+) -> "Synthesizer":
+    r"""A synthesizer with the keep rule, retries and batch size of the `synth_*` keys and the run's prompts."""
     rule = KeepRule(
         min_au_f1=synth_args.synth_min_au_f1,
         require_emotion=synth_args.synth_require_emotion,
@@ -293,16 +297,23 @@ def build_synthesizer(engine: "SynthesisEngine", synth_args: "SynthesisArguments
     return Synthesizer(
         engine,
         rule,
-        load_prompts(synth_args),
+        load_prompts(synth_args, data_args),
         synth_args.synth_max_retries,
         synth_args.synth_batch_size,
         history=synth_args.synth_retry_feedback == "history",
     )
 
 
-def load_prompts(synth_args: "SynthesisArguments") -> FEAPrompts:
-    r"""The FEA prompts, with the templates of `synth_prompts_file` when given."""
-    return FEAPrompts.from_file(synth_args.synth_prompts_file) if synth_args.synth_prompts_file else FEAPrompts()
+def load_prompts(synth_args: "SynthesisArguments", data_args: "DataArguments | None" = None) -> FEAPrompts:
+    r"""The synthesis prompts: `synth_prompts_file` if set, else the run's `fea_prompt_set`, else `concise`.
+
+    The run's set is read from its data arguments, where the stage that declares `fea_prompt_set` (grpo) or the
+    `prompt_set` extension (synth, sft) puts it (`train/prompt_set.py`).
+    """
+    if synth_args.synth_prompts_file:
+        return FEAPrompts.from_file(synth_args.synth_prompts_file)
+
+    return active_prompt_set(data_args) or load_prompt_set(None)
 
 
 class Synthesizer:
@@ -343,7 +354,8 @@ class Synthesizer:
             return SampleResult(sample, "skipped", reason=UNREADABLE_IMAGE, detail=f"{sample.image}: {err}")
 
         hinted_aus = None if aus is None else sorted(aus)
-        guided = self.prompts.guided(emotion, hinted_aus, sample.label_space)
+        own = own_question(sample.question, self.prompts) if "{question}" in self.prompts.question_template else None
+        guided = self.prompts.guided(emotion, hinted_aus, sample.label_space, own=own)
         return _Pending(sample, image, guided, guided, SampleResult(sample, "rejected"))
 
     def _judge(self, completion: str, parsed: ParsedCompletion, sample: "SynthSample") -> Verdict:

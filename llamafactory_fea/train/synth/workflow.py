@@ -43,7 +43,9 @@ def run_synth(
     tokenizer.padding_side = "left"  # batched generation
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     with training_args.main_process_first(desc="load dataset", local=(not data_args.data_shared_file_system)):
-        samples = load_samples(data_args.dataset, model_args, data_args, training_args, load_prompts(synth_args))
+        samples = load_samples(
+            data_args.dataset, model_args, data_args, training_args, load_prompts(synth_args, data_args)
+        )
 
     logger.info_rank0(f"Loaded {len(samples)} labelled samples from {', '.join(data_args.dataset)}.")
 
@@ -64,7 +66,7 @@ def run_synth(
         max_new_tokens=generating_args.max_new_tokens,
     )
     run_synthesis_pass(
-        build_synthesizer(engine, synth_args),
+        build_synthesizer(engine, synth_args, data_args),
         samples,
         config,
         rank=training_args.process_index,
