@@ -7,6 +7,7 @@ commands:
   data validate     registered FEA datasets checked row by row
   data register     FEA datasets copied into your own dataset_info.json
   data pairs        preference pairs (response / instruction / image edits) for stage empo and stock dpo
+  data misleading   a labelled test set with a false claim in each question (eval --misleading)
   data make-demo    the embedded demo set drawn again
   make-tiny-model   a tiny random-weight Qwen-VL model to smoke-test a YAML
   eval              the paper's metrics from generated_predictions.jsonl
@@ -128,6 +129,12 @@ def _pairs(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _misleading(args: argparse.Namespace) -> int:
+    from .eval.hallucination import run
+
+    return run(args)
+
+
 def _loop(args: argparse.Namespace) -> int:
     from .loop import run_loop
 
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.register import add_arguments as add_register_arguments
     from .data.validate import add_arguments as add_validate_arguments
     from .demo.tiny_model import ARCHITECTURES
+    from .eval.hallucination import add_arguments as add_misleading_arguments
     from .eval.runner import add_eval_arguments
 
     parser = OneLineParser(prog="llamafactory-fea", description=__doc__)
@@ -201,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_pairs_arguments(pairs)
     pairs.set_defaults(func=_pairs)
+    misleading = data.add_parser(
+        "misleading", help="A test set whose questions assert a false emotion or AU (eval --misleading); register it."
+    )
+    add_misleading_arguments(misleading)
+    misleading.set_defaults(func=_misleading)
     evaluate = commands.add_parser("eval", help="Score predictions on a benchmark; write JSON, Markdown, PNG reports.")
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=_eval)

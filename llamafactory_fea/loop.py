@@ -11,6 +11,14 @@ never written. The loop stops after `rounds` rounds, or once a round's acceptanc
 round's by no more than `min_improvement`. `output_dir/loop_report.{json,md}` has each round's acceptance (and
 evaluation figures with `eval`). Run the same command again after a crash: finished steps are skipped and an
 interrupted synthesis resumes from its journal.
+
+EMPO (optional, `empo: examples/fea_empo.yaml`; default null: no EMPO step) runs after GRPO on the round's
+model. Its pairs are made by the loop with `llamafactory-fea data pairs` (`data/pairs.py`) from the round's SFT
+data (the seed datasets and round k-1's synthesized set, rows with verified reasoning): one pairs set per source,
+registered in the loop's registry as `<source>_pairs_round<k>` (files under `output_dir/data/pairs/`, images
+edited from `media_dir`). `empo_pairs` sets the `data pairs` options (`kinds`, `pairs_per_row`, `seed`: default
+the round number, `instruction_chosen`, `au_names`). `empo_args.dataset` names registered preference datasets to
+use instead, in every round; then no pairs are made.
 """
 
 import json
@@ -21,13 +29,17 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data.files import atomic_write
 from .data.records import DATASET_INFO
 from .hparams import split_arg
 from .progress import run_job
 from .train.synth.report import read_passes
+
+
+if TYPE_CHECKING:
+    from .data.pairs import PairOptions
 
 
 STATE_FILE = "loop_state.json"
@@ -46,10 +58,13 @@ class LoopArguments:
     min_improvement: float = 0.0
     sft: str | None = "examples/fea_sft.yaml"
     grpo: str | None = "examples/fea_grpo.yaml"
+    empo: str | None = None
     synth: str = "examples/fea_synth.yaml"
     common_args: dict[str, Any] = field(default_factory=dict)
     sft_args: dict[str, Any] = field(default_factory=dict)
     grpo_args: dict[str, Any] = field(default_factory=dict)
+    empo_args: dict[str, Any] = field(default_factory=dict)
+    empo_pairs: dict[str, Any] = field(default_factory=dict)
     synth_args: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] | None = None
     sft_init: str = "base"
@@ -69,9 +84,28 @@ class LoopArguments:
         if self.eval is not None and not self.eval.get("dataset"):
             raise ValueError("`eval` needs `dataset`: a registered labelled test set, e.g. fea20k_test.")
 
+        if self.empo_pairs:
+            self.pair_options(0)  # an unknown or bad option fails before the first step
+
         if self.synthesis_dataset is not None:
             warnings.warn("loop key `synthesis_dataset` is deprecated: use `synth_args.dataset`.", FutureWarning)
             self.synth_args = {"dataset": self.synthesis_dataset, **self.synth_args}
+
+    def pair_options(self, k: int) -> "PairOptions":
+        r"""The `data pairs` options of round k's EMPO pairs (`empo_pairs`; the seed defaults to the round number)."""
+        from .data.pairs import PairOptions
+
+        options = {"seed": k, **self.empo_pairs}
+        unknown = set(options) - {f.name for f in fields(PairOptions)}
+        if unknown:
+            raise ValueError(
+                f"unknown `empo_pairs` keys {sorted(unknown)}; known: {[f.name for f in fields(PairOptions)]}."
+            )
+
+        if "kinds" in options:
+            options["kinds"] = tuple(split_arg(options["kinds"]))
+
+        return PairOptions(**options)
 
     @classmethod
     def from_yaml(cls, path: "str | Path", overrides: list[str] | None = None) -> "LoopArguments":
@@ -245,6 +279,10 @@ class Loop:
             self.run_step(round_dir, "grpo", grpo_config)
             chain = chain.after_training(grpo_config, grpo_dir)
 
+        empo_datasets = None
+        if self.args.empo is not None:
+            chain, empo_datasets = self.run_empo(round_dir, k, chain, sft_datasets)
+
         synth_name = f"{self.args.synth_prefix}_round{k}"
         synth_dir = round_dir / "synth"
         synth_file = os.path.relpath(synth_dir / f"{synth_name}.jsonl", self.registry)
@@ -265,6 +303,7 @@ class Loop:
         record = {
             "round": k,
             "sft_datasets": sft_datasets,
+            "empo_datasets": empo_datasets,
             "model": chain.keys(),
             "generated": synthesis.generated,
             "kept": synthesis.kept,
@@ -274,6 +313,41 @@ class Loop:
             "eval": self.evaluate(round_dir, chain),
         }
         return record, chain
+
+    def make_pairs(self, k: int, sources: list[str], media_dir: str) -> list[str]:
+        r"""Round k's EMPO pairs: one registered pairs set per source dataset that gives any; their names."""
+        from .data.pairs import make_pairs
+
+        names = []
+        for source in sources:
+            name = f"{source}_pairs_round{k}"
+            report = make_pairs(self.registry, source, name, self.args.pair_options(k), media_dir=media_dir)
+            print(f"[loop] round_{k}/empo: {name} from {source}: {report.summary()}", flush=True)
+            if report.pairs:
+                names.append(name)
+
+        if not names:
+            raise RuntimeError(
+                f"[loop] round_{k}/empo: no pair could be made from {', '.join(sources)} (rows need <think> reasoning "
+                "that agrees with their labels); name a preference dataset in `empo_args.dataset`."
+            )
+
+        return names
+
+    def run_empo(self, round_dir: Path, k: int, chain: ModelChain, sft_datasets: list[str]) -> tuple[ModelChain, str]:
+        r"""The EMPO step on the round's model: pairs from the round's SFT data (or `empo_args.dataset`), then train."""
+        empo_dir = str(round_dir / "empo")
+        config = self.step_config(self.args.empo, self.args.empo_args, {**chain.keys(), "output_dir": empo_dir})
+        dataset = self.args.empo_args.get("dataset")
+        if dataset is None and f"{round_dir.name}/empo" in self.state["done"]:  # made before: the registered ones
+            registered = json.loads((self.registry / DATASET_INFO).read_text(encoding="utf-8"))
+            dataset = ",".join(f"{s}_pairs_round{k}" for s in sft_datasets if f"{s}_pairs_round{k}" in registered)
+        elif dataset is None:
+            dataset = ",".join(self.make_pairs(k, sft_datasets, config["media_dir"]))
+
+        config["dataset"] = dataset
+        self.run_step(round_dir, "empo", config)
+        return chain.after_training(config, empo_dir), dataset
 
     def write_report(self, records: list[dict[str, Any]], stopped: str) -> None:
         r"""`loop_report.json` and a readable `loop_report.md`."""

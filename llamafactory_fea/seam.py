@@ -293,6 +293,14 @@ def _training_stages(constants: ModuleType, stages: dict[str, str]) -> dict[str,
     return stages
 
 
+def _pair_data_stages(constants: ModuleType, stages: set[str]) -> set[str]:
+    r"""The stages LLaMA Board lists ranking datasets for, with the plugin stages trained on pairs (`pairwise`)."""
+    from .train.plugin import STAGES
+
+    stages.update(stage.name for stage in STAGES.values() if stage.pairwise)
+    return stages
+
+
 @contextmanager
 def dataset_formattings(converters: dict[str, type]) -> Iterator[None]:
     r"""LLaMA-Factory's dataset formattings with `converters` in place of the same-named stock ones, for one run.
@@ -598,6 +606,11 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "llamafactory.extras.constants", "TRAINING_STAGES", _training_stages,
         "LLaMA Board's stage list; filled before the board modules copy it", board=True,
+    ),
+    Patch(
+        "llamafactory.extras.constants", "STAGES_USE_PAIR_DATA", _pair_data_stages,
+        "LLaMA Board lists ranking datasets for a plugin stage trained on pairs (empo); `webui.control` copies the "
+        "name", board=True,
     ),
     Patch(
         "llamafactory.train.tuner", "_training_function", _training_function,

@@ -1,8 +1,9 @@
 r"""LLaMA Board pieces for the plugin stages: the settings accordions, their YAML keys, the reward plot, the data dir.
 
 `seam.py` patches them into LLaMA Board; nothing here touches LLaMA-Factory by itself. Every widget of a
-plugin stage is a field of the stage's arguments dataclass (`GRPOArguments`, `SynthesisArguments`): its default
-comes from there, and its value reaches the training YAML only when that stage is selected.
+plugin stage is a field of the stage's arguments dataclass (`GRPOArguments`, `SynthesisArguments`,
+`EMPOArguments`): its default comes from there, and its value reaches the training YAML only when that stage is
+selected.
 """
 
 import math
@@ -51,6 +52,13 @@ def _reward_names() -> list[str]:
     return list(REWARDS)
 
 
+def _au_weightings() -> list[str]:
+    r"""The AU frequency weightings by their current names (the old ones still parse from YAML, not offered here)."""
+    from .rewards.weighting import AU_WEIGHTINGS
+
+    return list(AU_WEIGHTINGS)
+
+
 def _synth_backends() -> tuple[str, ...]:
     r"""The generation backends of the synthesis stage."""
     from .train.synth.args import BACKENDS
@@ -78,7 +86,13 @@ BOARD_FIELDS: dict[str, tuple[BoardField, ...]] = {
         BoardField("beta", "KL beta", "Weight of the KL penalty (0: no reference model).", "slider", 0.0, 1.0, 0.001),
         BoardField("loss_type", "Loss type", "TRL's GRPO loss formulation.", kind="dropdown"),
         BoardField("scale_rewards", "Advantage scaling", "Divide by the std of the group, batch or none.", "dropdown"),
-        BoardField("au_frequency_weighting", "AU frequency weighting", "Per-sample weight of rare AUs.", "dropdown"),
+        BoardField(
+            "au_frequency_weighting",
+            "AU frequency weighting",
+            "Per-sample weight of rare AUs.",
+            kind="dropdown",
+            choices=_au_weightings,
+        ),
         BoardField("use_vllm", "Use vLLM", "Generate the rollouts with vLLM.", kind="checkbox"),
     ),
     "synth": (
@@ -94,6 +108,17 @@ BOARD_FIELDS: dict[str, tuple[BoardField, ...]] = {
         BoardField("synth_dataset_name", "Output dataset", "Name the kept samples are registered under.", kind="text"),
         BoardField("synth_dataset_dir", "Output dataset dir", "Registers them; empty: the output dir.", kind="text"),
         BoardField("synth_stop_after", "Stop after", "Samples per rank in this run; empty: all.", kind="integer"),
+    ),
+    "empo": (
+        BoardField(
+            "empo_response_weight", "Response pair weight", "One entity edited in the answer.", "slider", 0, 5, 0.1
+        ),
+        BoardField(
+            "empo_instruction_weight", "Instruction pair weight", "A false claim in the question.", "slider", 0, 5, 0.1
+        ),
+        BoardField(
+            "empo_image_weight", "Image pair weight", "An AU's region hidden, or another face.", "slider", 0, 5, 0.1
+        ),
     ),
 }
 
@@ -144,10 +169,10 @@ def _widget_value(spec: BoardField, default: Any) -> Any:
 
 
 def _choices(spec: BoardField, dataclass_field: Any, default: Any) -> list[str]:
-    r"""The choices of a dropdown: the field's `Literal` values, else the spec's, always with the default."""
-    choices = list(get_args(dataclass_field.type)) if get_origin(dataclass_field.type) is Literal else []
-    if not choices and spec.choices is not None:
-        choices = list(spec.choices())
+    r"""The choices of a dropdown: the spec's, else the field's `Literal` values, always with the default."""
+    choices = list(spec.choices()) if spec.choices is not None else []
+    if not choices and get_origin(dataclass_field.type) is Literal:
+        choices = list(get_args(dataclass_field.type))
 
     return choices + [value for value in split_arg(default) if value not in choices]
 

@@ -2,6 +2,7 @@ r"""`llamafactory-fea data pairs`: each edit changes exactly its entity, read ba
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from llamafactory_fea.cli import main
 from llamafactory_fea.data.pairs import EDITS, REGION_ROWS, au_region, claimed_labels
 from llamafactory_fea.fea.labels import extract_labels
 
-from .conftest import DATA_REGISTRY
+from .conftest import DATA_REGISTRY, EXAMPLES
 
 
 def registry_copy(root: Path) -> Path:
@@ -256,3 +257,129 @@ def test_misleading_questions_and_robustness_by_hand(tmp_path):
     assert result["accuracy_drop"] == pytest.approx(0.0)
     assert result["follows_false_emotion"] == pytest.approx(1 / 2)
     assert result["claims_false_au"] == pytest.approx(1.0)
+
+
+def test_loop_empo_step_makes_pairs_from_the_round_data(tmp_path, monkeypatch):
+    from llamafactory_fea.loop import Loop, LoopArguments, ModelChain
+
+    args = LoopArguments(
+        output_dir=str(tmp_path / "loop"),
+        seed_dataset="fea_demo",
+        dataset_dir=str(DATA_REGISTRY),
+        empo=str(EXAMPLES / "fea_empo.yaml"),
+        empo_args={"max_steps": 1},
+        empo_pairs={"kinds": "response,image", "pairs_per_row": 2},
+    )
+    loop = Loop(args)
+    loop.prepare_registry()
+    steps = []
+    monkeypatch.setattr(Loop, "run_step", lambda self, round_dir, step, config: steps.append((step, config)))
+    round_dir = loop.output_dir / "round_1"
+    chain = ModelChain("base", ["round_1/sft", "round_1/grpo"])
+    after, dataset = loop.run_empo(round_dir, 1, chain, ["fea_demo"])
+
+    assert dataset == "fea_demo_pairs_round1"
+    ((step, config),) = steps
+    assert (step, config["stage"], config["dataset"], config["max_steps"]) == ("empo", "empo", dataset, 1)
+    assert config["adapter_name_or_path"] == "round_1/sft,round_1/grpo"
+    assert (config["dataset_dir"], config["media_dir"]) == (str(loop.registry), str(DATA_REGISTRY.absolute()))
+    assert after.adapters == ["round_1/sft", "round_1/grpo", str(round_dir / "empo")]  # create_new_adapter
+    rows = read_pairs(loop.registry, dataset)
+    assert {row["pair_kind"] for row in rows} == {"response", "image"}
+    assert max(Counter(row["source_id"] for row in rows if row["pair_kind"] == "response").values()) == 2
+    for row in rows:  # LLaMA-Factory finds every image: under media_dir, else by its (absolute) path
+        for image in row["images"] + row["rejected_images"]:
+            assert (DATA_REGISTRY / image).is_file()
+
+    assert not (DATA_REGISTRY / "pairs").exists()  # the user's registry is not written
+    assert loop.args.pair_options(1).seed == 1  # each round draws its own pairs
+
+    loop.state["done"].append("round_1/empo")  # a finished step: its pairs are not made again
+    monkeypatch.setattr(Loop, "make_pairs", lambda *args: pytest.fail("pairs made again"))
+    assert loop.run_empo(round_dir, 1, chain, ["fea_demo"])[1] == dataset
+    named = Loop(LoopArguments(**{**vars(args), "empo_args": {"dataset": "mine"}, "output_dir": str(tmp_path / "b")}))
+    assert named.run_empo(round_dir, 1, chain, ["fea_demo"])[1] == "mine"
+    with pytest.raises(ValueError, match="unknown `empo_pairs` keys"):
+        LoopArguments(**{**vars(args), "empo_pairs": {"pairs": 2}})
+
+
+def test_eval_reports_hallucination_and_misleading_questions(tmp_path, capsys):
+    from llamafactory_fea.data.records import register_dataset
+
+    def row(name: str, emotion: str | None, aus: list[int] | None) -> dict:
+        answer = f"<think>Seen.</think><answer>{emotion or 'neutral'}</answer>"
+        messages = [{"role": "user", "content": "<image>Which emotion?"}, {"role": "assistant", "content": answer}]
+        return {"id": name, "messages": messages, "images": [f"faces/{name}.png"], "emotion": emotion, "aus": aus}
+
+    test_rows = [row("a", "anger", None), row("b", "happiness", None), row("c", "sadness", None)]
+    test_rows += [row("d", None, [4]), row("e", None, [])]  # AU-only rows; e: labelled, no active AU
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows), encoding="utf-8")
+    register_dataset(tmp_path, "t", "test.jsonl")
+    data = ["--dataset-dir", str(tmp_path)]
+    assert main(["data", "misleading", "--dataset", "t", "--name", "t_misleading", *data]) == 0
+    assert "4 misleading questions" in capsys.readouterr().out  # e has nothing to claim against
+    misleading_rows = [json.loads(line) for line in (tmp_path / "misleading" / "t_misleading.jsonl").open()]
+    claims = {r["source_id"]: json.loads(r["edit"]) for r in misleading_rows}
+    assert [claims[name]["type"] for name in "abcd"] == ["false_emotion"] * 3 + ["false_au"]
+
+    def predictions(path: Path, rows: list[dict], answers: list[str]) -> str:
+        lines = [{"prompt": "", "predict": p, "label": r["messages"][-1]["content"]} for r, p in zip(rows, answers)]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        return str(path)
+
+    plain = predictions(
+        tmp_path / "plain.jsonl",
+        test_rows,
+        [
+            "<answer>anger</answer>",
+            "<answer>happiness</answer>",
+            "<answer>neutral</answer>",  # wrong on the plain question
+            "<think>(AU4) (AU12)</think><answer>anger</answer>",  # AU12 hallucinated
+            "<think>none</think><answer>neutral</answer>",
+        ],
+    )
+    misled = predictions(
+        tmp_path / "misled.jsonl",
+        misleading_rows,
+        [
+            f"<answer>{claims['a']['claim']}</answer>",  # follows the false emotion
+            "<answer>happiness</answer>",
+            f"<answer>{next(e for e in ('anger', 'fear') if e != claims['c']['claim'])}</answer>",  # wrong, not misled
+            "<think>(AU4)</think><answer>anger</answer>",  # d has no emotion label: not in the accuracy
+        ],
+    )
+    output = tmp_path / "eval"
+    command = ["eval", plain, "--dataset", "t", *data, "--output-dir", str(output), "--misleading", misled]
+    assert main(command) == 1
+    assert "--misleading-dataset together" in capsys.readouterr().out
+    assert main([*command, "--misleading-dataset", "t_misleading"]) == 0
+    assert "AU hallucination 0.500 of responses" in capsys.readouterr().out
+
+    results = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+    hallucination = results["hallucination"]  # d and e are AU-labelled: 2 AUs claimed, AU12 not labelled
+    assert (hallucination["responses"], hallucination["response_rate"], hallucination["claim_rate"]) == (2, 0.5, 0.5)
+    assert hallucination["per_au"]["AU12"] == {"rate": 0.5, "claimed": 1, "unlabelled": 2}
+    assert hallucination["per_au"]["AU4"] == {"rate": 0.0, "claimed": 0, "unlabelled": 1}
+    misleading = results["misleading"]  # a, b, c: plain 2 of 3 right, misleading 1 of 3, a follows its claim
+    assert misleading["samples"] == 3
+    assert misleading["plain_accuracy"] == pytest.approx(2 / 3)
+    assert misleading["misleading_accuracy"] == pytest.approx(1 / 3)
+    assert misleading["accuracy_drop"] == pytest.approx(1 / 3)
+    assert misleading["follows_false_emotion"] == pytest.approx(1 / 3)
+    assert misleading["claims_false_au"] is None
+    report = (output / "report.md").read_text(encoding="utf-8")
+    assert "## AU hallucination" in report
+    assert "| AU12 | 50.0 | 1 | 2 |" in report
+    assert "| Answers following a false emotion | 33.3 |" in report
+    samples = [json.loads(line) for line in (output / "samples.jsonl").open()]
+    assert [s["hallucinated_aus"] for s in samples] == [None, None, None, [12], []]
+
+    pairs_row = {"messages": [], "chosen": {}, "rejected": {}, "images": ["faces/x.png"], "rejected_images": []}
+    pairs_row["rejected_images"] = ["faces/b.png"]  # a test face on the rejected side of a training pair
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(pairs_row) + "\n", encoding="utf-8")
+    info = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
+    info["p"] = {"file_name": "pairs.jsonl", "ranking": True}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    assert main(["data", "misleading", "--dataset", "t", "--name", "t_misleading2", *data]) == 1
+    assert "1 images of the test set t are used by p" in capsys.readouterr().out
+    assert not (tmp_path / "misleading" / "t_misleading2.jsonl").exists()

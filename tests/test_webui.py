@@ -102,6 +102,32 @@ def test_board_handles_plugin_stages(board_stage: str):
     assert ("fea_demo", "fea_demo") in datasets
 
 
+def test_empo_lists_ranking_datasets_and_has_its_weights(engine: Any, tmp_path: Path):
+    from dataclasses import fields
+
+    from llamafactory.webui.control import change_stage, list_datasets
+
+    from llamafactory_fea.data.pairs import pairs_entry
+
+    info = json.loads((DATA_REGISTRY / "dataset_info.json").read_text(encoding="utf-8"))
+    info["demo_pairs"] = pairs_entry("pairs/demo_pairs.jsonl")
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    assert change_stage("EMPO") == ([], False)
+    assert [name for name, _ in list_datasets(str(tmp_path), "EMPO").choices] == ["demo_pairs"]
+    assert "demo_pairs" not in [name for name, _ in list_datasets(str(tmp_path), "Supervised Fine-Tuning").choices]
+    assert "demo_pairs" in [name for name, _ in list_datasets(str(tmp_path), "DPO").choices]
+
+    defaults = {f.name: f.default for f in fields(STAGES["empo"].load_arguments())}
+    widgets = {name: engine.manager.get_elem_by_id(f"train.fea_empo_{name}") for name in defaults}
+    assert {name: widget.value for name, widget in widgets.items()} == defaults
+    assert all((w.minimum, w.maximum, w.step) == (0, 5, 0.1) for w in widgets.values())
+    data = board_data(engine, train__training_stage="EMPO", train__fea_empo_empo_image_weight=0.5)
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
+    args = engine.runner._parse_train_args(data)
+    assert args["stage"] == "empo"
+    assert {name: args[name] for name in defaults} == {**defaults, "empo_image_weight": 0.5}
+
+
 def test_grpo_widgets_reach_the_args(engine: Any):
     data = board_data(
         engine,
@@ -226,9 +252,15 @@ def test_dropdown_choices_are_the_literal_values_of_the_field():
 
     by_name = {f.name: f for f in fields(GRPOArguments)}
     for spec in webui.BOARD_FIELDS["grpo"]:
-        if spec.name in ("loss_type", "scale_rewards", "au_frequency_weighting"):
+        if spec.name in ("loss_type", "scale_rewards"):
             field = by_name[spec.name]
             assert webui._choices(spec, field, field.default) == list(get_args(field.type))
+
+    (weighting,) = [spec for spec in webui.BOARD_FIELDS["grpo"] if spec.name == "au_frequency_weighting"]
+    field = by_name["au_frequency_weighting"]
+    offered = webui._choices(weighting, field, field.default)
+    assert offered == ["none", "reward_minmax", "reward_mean_one", "loss_batch_sum"]  # the old names only parse
+    assert set(offered) < set(get_args(field.type))
 
 
 def test_accordions_sit_above_the_buttons_and_follow_the_stage(engine: Any):

@@ -588,16 +588,30 @@ def pairs_entry(file_name: str) -> dict[str, Any]:
 
 
 def make_pairs(
-    dataset_dir: "str | Path", dataset: str, name: str, options: PairOptions, force: bool = False
+    dataset_dir: "str | Path",
+    dataset: str,
+    name: str,
+    options: PairOptions,
+    force: bool = False,
+    media_dir: "str | Path | None" = None,
 ) -> PairsReport:
-    r"""Read `dataset`, build its pairs, write and register `name` and `name_response` in `dataset_dir` (atomically)."""
+    r"""Read `dataset`, build its pairs, write and register `name` and `name_response` in `dataset_dir` (atomically).
+
+    With `media_dir` (the loop: its registry is not the images' folder), the source images are found under
+    `media_dir` as LLaMA-Factory finds them, and the edited images are named by absolute path.
+    """
     dataset_dir = Path(dataset_dir)
     if name in (dataset, f"{dataset}{RESPONSE_SUFFIX}"):
         raise RecordError(str(dataset_dir / DATASET_INFO), None, f"--name {name!r} would replace the source dataset.")
 
     rows, skipped = read_source(dataset_dir, dataset)
     image_folder = f"{PAIRS_FOLDER}/{name}_images"
-    pairs, images, report = build_pairs(rows, options, dataset_dir, image_folder)
+    if media_dir is not None:
+        image_folder = str((dataset_dir / image_folder).absolute())
+
+    pairs, images, report = build_pairs(
+        rows, options, dataset_dir if media_dir is None else Path(media_dir), image_folder
+    )
     report.skipped.update(skipped)
     entries = {
         name: pairs_entry(f"{PAIRS_FOLDER}/{name}.jsonl"),

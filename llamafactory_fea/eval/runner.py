@@ -82,6 +82,18 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Allow a plain http:// --judge-url on another machine (the key then crosses the network unencrypted).",
     )
+    # hallucination (eval/hallucination.py): AU hallucination is always reported; these add the misleading questions
+    parser.add_argument(
+        "--misleading",
+        default=None,
+        metavar="PREDICTIONS",
+        help="Predictions on the misleading set (`data misleading`): accuracy on plain vs misleading questions.",
+    )
+    parser.add_argument(
+        "--misleading-dataset",
+        default=None,
+        help="The registered misleading set those predictions were made on (needed with --misleading).",
+    )
 
 
 def au_classes(benchmark: str, au_set: str | None, protocol: str) -> tuple[int, ...] | None:
@@ -119,6 +131,7 @@ def evaluate(
     with the inputs of `protocol`, and its mean is given both ways (failures excluded; failures as 0).
     """
     from . import metrics
+    from .hallucination import au_hallucination
     from .judge import judge
     from .report import headline
 
@@ -134,6 +147,7 @@ def evaluate(
         "reasoning": metrics.reasoning_metrics(samples),
         "judge": None,
         "rege": metrics.rege(samples) if benchmark == "faba" else None,
+        "hallucination": au_hallucination(samples),
         "reference_protocol": {
             "emotion": metrics.reference_emotion_metrics(samples),
             "au": metrics.reference_au_metrics(samples, au_classes(benchmark, au_set, "reference")),
@@ -165,6 +179,7 @@ def sample_rows(samples: Sequence[Any], judged: dict[int, Any]) -> list[dict[str
             "reference_answer_word": reference_emotion_word(sample.completion),
             "aus": None if sample.aus is None else sorted(sample.aus),
             "predicted_aus": sorted(sample.parsed.aus),
+            "hallucinated_aus": None if sample.aus is None else sorted(sample.parsed.aus - sample.aus),
             "well_formed": sample.parsed.well_formed,
             "problems": list(sample.parsed.problems),
             "judge": judged.get(sample.index),
@@ -183,16 +198,32 @@ def score_predictions(
     judge_config: Any = None,
     protocol: str = "strict",
     au_set: str | None = None,
+    misleading: "str | Path | None" = None,
+    misleading_dataset: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    r"""Load and join the predictions, score them and write the reports; raises `RecordError` on bad input."""
-    from ..data.files import write_jsonl
+    r"""Load and join the predictions, score them and write the reports; raises `RecordError` on bad input.
+
+    With `misleading` (predictions on the registered misleading set `misleading_dataset`), the results and
+    report.md also compare accuracy on the plain and the misleading questions (`hallucination.misleading_results`).
+    """
+    from ..data.files import atomic_write, write_jsonl
+    from . import hallucination
     from .predictions import load_samples
     from .report import write_reports
 
     samples, join = load_samples(predictions, dataset_dir, dataset, max_samples)
     results, judged = evaluate(samples, benchmark or benchmark_for(dataset), judge_config, protocol, au_set)
     results["join"] = vars(join)
+    if misleading is not None:
+        results["misleading"] = hallucination.misleading_results(
+            samples, misleading, dataset_dir, misleading_dataset, max_samples
+        )
+
     paths = write_reports(results, output_dir)
+    sections = hallucination.markdown(results)
+    if sections:
+        atomic_write(paths["markdown"], paths["markdown"].read_text(encoding="utf-8") + sections)
+
     paths["samples"] = Path(output_dir) / "samples.jsonl"
     write_jsonl(paths["samples"], sample_rows(samples, judged))
     return results, paths
@@ -217,6 +248,7 @@ def summary_line(results: dict[str, Any]) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     r"""`llamafactory-fea eval`: score, print one summary line and where the reports are. Exit 1 on bad input."""
     from ..data.files import RecordError, check_folder
+    from .hallucination import summary as hallucination_summary
     from .judge import JudgeConfig, JudgeError
 
     if args.compare:
@@ -231,6 +263,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if bool(args.judge_url) != bool(args.judge_model):
         print("error: give --judge-url and --judge-model together.")
+        return 1
+
+    if bool(args.misleading) != bool(args.misleading_dataset):
+        print("error: give --misleading and --misleading-dataset together (see `llamafactory-fea data misleading`).")
         return 1
 
     try:  # before any scoring: the judge may be slow and paid
@@ -262,12 +298,18 @@ def run_eval(args: argparse.Namespace) -> int:
             judge_config,
             args.protocol,
             args.au_set,
+            args.misleading,
+            args.misleading_dataset,
         )
     except (RecordError, JudgeError) as error:
         print(f"error: {error}")
         return 1
 
     print(summary_line(results))
+    hallucination_line = hallucination_summary(results)
+    if hallucination_line:
+        print(hallucination_line)
+
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
     return 0
 

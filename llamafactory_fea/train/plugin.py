@@ -25,6 +25,7 @@ class PluginStage:
     board_name: str
     runner: str
     arguments: str
+    pairwise: bool = False  # trains on ranking (chosen/rejected) datasets: LLaMA Board lists those for it
 
     def load_runner(self) -> Callable[..., None]:
         r"""Import the stage's `run_<stage>` function."""

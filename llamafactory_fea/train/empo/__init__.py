@@ -11,5 +11,6 @@ STAGE = register_stage(
         board_name="EMPO",
         runner="llamafactory_fea.train.empo.workflow.run_empo",
         arguments="llamafactory_fea.train.empo.args.EMPOArguments",
+        pairwise=True,
     )
 )
