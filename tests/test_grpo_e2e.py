@@ -110,13 +110,14 @@ def test_lora_grpo_trains_on_the_labels_saves_and_resumes(tiny_model: Path, tmp_
     assert "Merged 1 adapter(s)" in chained.stdout + chained.stderr
     assert (tmp_path / "chained" / "adapter_model.safetensors").exists()
 
-    resumed = run_grpo(
-        tiny_model, output_dir, record, "max_steps=3", f"resume_from_checkpoint={output_dir / 'checkpoint-2'}"
-    )
+    resumed = run_grpo(  # as examples/README.md says: overwrite_output_dir=false keeps the log of steps 1-2
+        tiny_model, output_dir, record, "max_steps=3", "overwrite_output_dir=false",
+        f"resume_from_checkpoint={output_dir / 'checkpoint-2'}",
+    )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Continuing training from checkpoint" in resumed.stdout + resumed.stderr
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
-    assert [log["current_steps"] for log in step_logs(output_dir)] == [3]
+    assert [log["current_steps"] for log in step_logs(output_dir)] == [1, 2, 3]
 
 
 @pytest.mark.e2e

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 SUPPRESSED_TOKENS = QWEN_VL_TOKENS  # never in a completion (a random-weight model emits them)
+IMAGE_BLOCKS_KEPT = 1024  # images whose expanded placeholder text the HF engine keeps (a sample's retries reuse it)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,17 @@ class GenerationRequest:
     key: str
     prompt: str
     image: "Image"
+
+
+class Completion(str):
+    r"""A completion that knows whether it stopped at `max_new_tokens` (`truncated`); an engine may return plain str."""
+
+    truncated: bool = False
+
+    def __new__(cls, text: str, truncated: bool = False) -> "Completion":
+        completion = super().__new__(cls, text)
+        completion.truncated = truncated
+        return completion
 
 
 class SynthesisEngine(Protocol):
@@ -62,7 +74,11 @@ def encode_prompt(
 
 
 class HuggingfaceSynthEngine:
-    r"""Batched greedy `generate` with left padding on a model already in memory (loaded, or being trained)."""
+    r"""Batched greedy `generate` with left padding on a model already in memory (loaded, or being trained).
+
+    The image placeholder's expansion (the vision tokens of an image, which depend on the image only) is computed once
+    per image and reused for the sample's retries; the pixels are processed once per batch.
+    """
 
     def __init__(
         self,
@@ -78,6 +94,7 @@ class HuggingfaceSynthEngine:
         self.template = template
         self.tokenizer = tokenizer
         self.processor = processor
+        self.image_blocks: dict[int, tuple[Image, str]] = {}  # id(image) -> (the image, kept alive; its text)
         suppressed = tokenizer.convert_tokens_to_ids(vision_tokens(tokenizer, candidates=SUPPRESSED_TOKENS))
         bad_words_ids = [[token_id] for token_id in suppressed]
         self.generation_config = GenerationConfig(
@@ -93,11 +110,36 @@ class HuggingfaceSynthEngine:
             use_cache=True,
         )
 
+    def image_block(self, image: "Image") -> str:
+        r"""The text the template's image placeholder becomes for `image` (its vision tokens), computed once per image."""
+        entry = self.image_blocks.get(id(image))
+        if entry is None:
+            message = {"role": "user", "content": IMAGE_PLACEHOLDER}
+            expanded = self.template.mm_plugin.process_messages([message], [image], [], [], self.processor)
+            if len(self.image_blocks) >= IMAGE_BLOCKS_KEPT:
+                self.image_blocks.pop(next(iter(self.image_blocks)))  # the oldest image
+
+            entry = self.image_blocks[id(image)] = (image, expanded[0]["content"])
+
+        return entry[1]
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        r"""`encode_prompt` of a request, with the image's expanded placeholder from `image_block`."""
+        messages = [
+            {"role": "user", "content": self.image_block(request.image) + request.prompt},
+            {"role": "assistant", "content": ""},
+        ]
+        prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
+        prompt_ids, _ = self.template.mm_plugin.process_token_ids(
+            prompt_ids, None, [request.image], [], [], self.tokenizer, self.processor
+        )
+        return prompt_ids
+
     def _batch(self, requests: list[GenerationRequest]) -> tuple[dict[str, Any], int]:
         r"""Left-padded input ids, attention mask and image inputs of a batch; the padded prompt length."""
         import torch
 
-        batch_ids = [encode_prompt(request, self.template, self.tokenizer, self.processor) for request in requests]
+        batch_ids = [self.encode(request) for request in requests]
         width = max(len(ids) for ids in batch_ids)
         pad_id = self.tokenizer.pad_token_id
         input_ids = [[pad_id] * (width - len(ids)) + ids for ids in batch_ids]
@@ -139,7 +181,13 @@ class HuggingfaceSynthEngine:
         finally:
             self.model.train(was_training)
 
-        return self.tokenizer.batch_decode(outputs[:, width:], skip_special_tokens=True)
+        generated = outputs[:, width:]
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        stops = self.generation_config.eos_token_id
+        stops = {*(stops if isinstance(stops, list) else [stops]), self.tokenizer.pad_token_id}
+        # a batch that ran to the limit: each row is cut unless its last token is a stop (or padding after one)
+        full = generated.shape[1] >= self.generation_config.max_new_tokens
+        return [Completion(text, full and int(row[-1]) not in stops) for text, row in zip(texts, generated)]
 
 
 class VllmSynthEngine:
@@ -214,7 +262,7 @@ class VllmSynthEngine:
             prompts.append({"prompt_token_ids": prompt_ids, "multi_modal_data": {"image": image}})
 
         outputs = self.llm.generate(prompts, self.sampling_params, lora_request=self.lora_request, use_tqdm=False)
-        return [output.outputs[0].text for output in outputs]
+        return [Completion(output.outputs[0].text, output.outputs[0].finish_reason == "length") for output in outputs]
 
 
 def create_engine(
