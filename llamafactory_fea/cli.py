@@ -79,7 +79,10 @@ def _webui(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
-    return run_demo(args.output_dir)
+    if args.sft_epochs < 1:
+        raise SystemExit(f"llamafactory-fea demo: --sft-epochs must be at least 1, got {args.sft_epochs}.")
+
+    return run_demo(args.output_dir, args.sft_epochs)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -182,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="Run every Facial-R1 stage on the demo data with a tiny offline model.")
     demo.add_argument("--output-dir", default="outputs/demo", help="Folder for every stage's outputs.")
+    demo.add_argument(
+        "--sft-epochs",
+        type=int,
+        default=60,
+        help="Epochs of stage 1 (a checkpoint every 10 is sampled); 60 teach the tiny model the format.",
+    )
     demo.set_defaults(func=_demo)
 
     data = commands.add_parser("data", help="Convert, validate and register FEA datasets.").add_subparsers(

@@ -87,7 +87,8 @@ def test_register_of_an_unconverted_dataset_names_the_convert_command(user_dir: 
     assert not (user_dir / "fea").exists()
 
 
-def test_wheel_carries_the_demo_data_and_the_examples(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_wheel_carries_the_demo_data_and_the_examples_and_the_demo_learns(tmp_path: Path) -> None:
     r"""`pip install .` as a user does it: the wheel in a fresh venv (this venv's packages beside it), run elsewhere."""
     python = Path(sys.executable)
     build = [str(python), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path)]
@@ -102,8 +103,8 @@ def test_wheel_carries_the_demo_data_and_the_examples(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(args, cwd=elsewhere, env=cli_env(), capture_output=True, text=True, timeout=300)
+    def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=elsewhere, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
     found = run(str(venv / "bin" / "python"), "-c", FOLDERS)
     assert found.returncode == 0, found.stderr
@@ -115,6 +116,29 @@ def test_wheel_carries_the_demo_data_and_the_examples(tmp_path: Path) -> None:
     checked = run(str(venv / "bin" / "llamafactory-fea"), "data", "validate", "--dataset-dir", str(registry),
                   "--dataset", "fea_demo", "--dataset", "fea_demo_test")  # fmt: skip
     assert checked.returncode == 0, checked.stdout
+    assert_the_demo_learns(
+        run(str(venv / "bin" / "llamafactory-fea"), "demo", timeout=1800), elsewhere / "outputs/demo"
+    )
+
+
+def assert_the_demo_learns(demo: subprocess.CompletedProcess, output_dir: Path) -> None:
+    r"""What the issue asks of the demo, read back from the logs its runs wrote (not from what it printed)."""
+    from llamafactory_fea.demo.figures import CURVES, DemoFigures
+
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    figures = DemoFigures.read(output_dir / "sft", output_dir / "grpo", output_dir / "synth")
+    assert figures.sft_loss[-1][1] < figures.sft_loss[0][1] / 10
+    rates = [rate for _, rate in figures.format_rate]
+    assert len(rates) == 6  # a checkpoint every 10 epochs, sampled at temperature 1
+    assert rates[-1] > rates[0] + 0.3, rates
+    assert sorted(figures.rewards) == ["fea_au_f1", "fea_emotion", "fea_format", "total"]
+    assert all(len(series) == 6 for series in figures.rewards.values())
+    (synthesis_pass,) = figures.passes
+    assert synthesis_pass["kept"] > 0, synthesis_pass
+    for line in figures.summary():  # the printed summary is the logs' figures
+        assert line in demo.stdout
+
+    assert (output_dir / CURVES).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 FOLDERS = "from llamafactory_fea.resources import data_registry_dir, examples_dir; print(data_registry_dir(), examples_dir())"
