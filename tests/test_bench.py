@@ -49,8 +49,8 @@ def test_engine_encodes_prompts_as_encode_prompt_with_each_image_expanded_once(t
     template.mm_plugin.process_messages = lambda *args: calls.append(args[1]) or stock(*args)
     try:
         assert [engine.encode(request) for request in requests] == expected
-    finally:
-        template.mm_plugin.process_messages = stock
+    finally:  # the plugin is LLaMA-Factory's shared instance: leave no instance attribute behind
+        del template.mm_plugin.process_messages
 
     assert len(calls) == 2  # one expansion per image, reused for its other prompts
 
