@@ -147,9 +147,11 @@ def demo_stages(model: Path, output_dir: Path, registry: Path, sft_epochs: int =
 def _run_stage(stage: DemoStage, log_path: Path) -> None:
     r"""Run one stage through `llamafactory-cli train` with its log in a file; exit with its last lines on failure."""
     overrides = {**CPU_OVERRIDES, **stage.overrides}
-    command = [str(Path(sys.executable).parent / "llamafactory-cli"), "train", str(EXAMPLES / stage.yaml)]
+    # `llamafactory-cli` as this very Python runs it: its script need not sit beside the interpreter
+    command = [sys.executable, "-m", "llamafactory.cli", "train", str(EXAMPLES / stage.yaml)]
     command += [f"{key}={value}" for key, value in overrides.items()]
-    print(f"[demo] {stage.name}: {' '.join(command[:3])} (+{len(overrides)} overrides), log in {log_path}", flush=True)
+    shown = f"llamafactory-cli train {command[4]} (+{len(overrides)} overrides)"
+    print(f"[demo] {stage.name}: {shown}, log in {log_path}", flush=True)
     env = {**os.environ, **OFFLINE_ENV}
     returncode = run_job(command, log_path, log_path.parent, f"[demo] {stage.name}", cwd=log_path.parent, env=env)
     if returncode != 0:
