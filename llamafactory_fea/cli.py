@@ -239,9 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    r"""Run a `llamafactory-fea` subcommand."""
+    r"""Run a `llamafactory-fea` subcommand; a bad input file is one line and exit status 1."""
+    from .data.files import RecordError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

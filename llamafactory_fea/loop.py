@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .data.files import atomic_write
+from .data.files import RecordError, atomic_write, read_yaml
 from .data.records import DATASET_INFO
 from .hparams import split_arg
 from .progress import run_job
@@ -110,13 +110,10 @@ class LoopArguments:
     @classmethod
     def from_yaml(cls, path: "str | Path", overrides: list[str] | None = None) -> "LoopArguments":
         r"""Read a loop YAML with `key=value` overrides (OmegaConf dotted keys, as `llamafactory-cli train`)."""
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.merge(OmegaConf.load(Path(path)), OmegaConf.from_cli(overrides or []))
-        values = OmegaConf.to_container(config)
+        values = read_yaml(path, overrides)
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"{path}: unknown loop keys {sorted(unknown)}; see examples/fea_loop.yaml.")
+            raise RecordError(str(path), None, f"unknown loop keys {sorted(unknown)}; see examples/fea_loop.yaml.")
 
         return cls(**values)
 

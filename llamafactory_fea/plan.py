@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.files import RecordError, read_yaml
+
 
 LOOP_KEYS = ("rounds", "seed_dataset")  # a YAML with these is a loop config
 
@@ -82,14 +84,6 @@ def parse_stage(config: dict[str, Any], title: str = "stage") -> StagePlan:
         extension_args={extension.name: extension_args for extension, extension_args in extensions},
         notes=notes,
     )
-
-
-def load_yaml(path: "str | Path", overrides: list[str] | None = None) -> dict[str, Any]:
-    r"""A YAML with `key=value` overrides (OmegaConf dotted keys, as `llamafactory-cli train`)."""
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.merge(OmegaConf.load(Path(path)), OmegaConf.from_cli(overrides or []))
-    return OmegaConf.to_container(config)
 
 
 def loop_step_configs(path: "str | Path", overrides: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -208,7 +202,7 @@ def _loss(grpo_args: Any) -> str:
 def plan(path: "str | Path", overrides: list[str] | None = None, processes: int | None = None) -> str:
     r"""The plan of a training or loop YAML as text."""
     processes = processes or int(os.getenv("NPROC_PER_NODE", "1") or 1)
-    config = load_yaml(path, overrides)
+    config = read_yaml(path, overrides)
     steps = loop_step_configs(path, overrides) if is_loop_config(config) else [(str(path), config)]
     lines = []
     for title, step in steps:
@@ -225,9 +219,14 @@ def plan(path: "str | Path", overrides: list[str] | None = None, processes: int 
 def run_plan(path: str, overrides: list[str] | None = None, processes: int | None = None) -> int:
     r"""`llamafactory-fea plan`: print the plan; exit 1 with the one-line reason when a stage would be refused."""
     try:
-        print(plan(path, overrides, processes))
+        text = plan(path, overrides, processes)
+    except RecordError as err:  # names its file
+        print(f"llamafactory-fea plan: {err}")
+        return 1
     except (ValueError, OSError) as err:
         print(f"llamafactory-fea plan: {path}: {err}")
         return 1
+
+    print(text)
 
     return 0

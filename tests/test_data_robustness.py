@@ -3,6 +3,7 @@ counts that lose nothing, file modes, a bounded rejection list."""
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -519,3 +520,25 @@ def test_long_rejection_list_is_cut_and_written_in_full(tmp_path: Path, capsys) 
     code, output = cli(capsys, "data", "convert", "rafdb", str(root), "--dataset-dir", str(out))
     assert code == 0
     assert not listing.exists()  # no stale list beside a clean conversion
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("stage: grpo\nreward_funcs: [\n", ":3: broken YAML"),
+        ("- a\n", ": expected a mapping"),
+        (None, ": file not found"),
+    ],
+)
+def test_loop_and_plan_read_a_bad_yaml_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, text, reason):
+    from llamafactory_fea.cli import main
+
+    config = tmp_path / "config.yaml"
+    if text is not None:
+        config.write_text(text, encoding="utf-8")
+
+    for command in ("loop", "plan"):
+        assert main([command, str(config)]) == 1
+        captured = capsys.readouterr()
+        (line,) = (captured.out + captured.err).strip().splitlines()
+        assert re.search(rf"{re.escape(str(config))}{reason}", line), line

@@ -100,6 +100,36 @@ def json_lines(path: "str | Path") -> Iterator[tuple[int, Any]]:
             yield line, record_error(str(path), line, None, f"broken JSON ({error}): fix the line.")
 
 
+def read_yaml(path: "str | Path", overrides: list[str] | None = None) -> dict[str, Any]:
+    r"""A YAML mapping with `key=value` overrides (OmegaConf dotted keys, as `llamafactory-cli train`).
+
+    A missing file, broken YAML or a document that is not a mapping is a `RecordError` naming the file.
+    """
+    from omegaconf import OmegaConf
+    from yaml import YAMLError
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(str(path), None, "file not found: fix the path.")
+
+    try:
+        config = OmegaConf.load(path)
+    except YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise RecordError(
+            str(path), line, f"broken YAML ({getattr(error, 'problem', None) or error}): fix it."
+        ) from None
+
+    if not isinstance(OmegaConf.to_container(config), dict):
+        raise RecordError(str(path), None, "expected a mapping of keys to values (key: value lines).")
+
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(config, OmegaConf.from_cli(overrides or [])))
+    except Exception as error:  # OmegaConf's several parse and merge errors
+        raise RecordError(str(path), None, f"cannot apply the overrides {overrides} ({error}).") from None
+
+
 def check_folder(path: "str | Path", fix: str = "move the file away or write elsewhere") -> None:
     r"""Raise `RecordError` if `path`, or the nearest existing folder above it, is a file (nothing could go under it)."""
     for folder in (Path(path), *Path(path).parents):
