@@ -143,16 +143,6 @@ class ModelChain:
         return ModelChain(self.model_name_or_path, [*self.adapters[:-1], output_dir])
 
 
-def _load_yaml(path: str | None) -> dict[str, Any]:
-    r"""A base YAML as a dict (empty when no path)."""
-    if path is None:
-        return {}
-
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(Path(path)))
-
-
 def launcher_command(launcher: str) -> list[str]:
     r"""The launcher's words, its program found on PATH or beside this Python (an unactivated virtual env)."""
     words = shlex.split(launcher)
@@ -202,7 +192,7 @@ class Loop:
 
     def step_config(self, base: str | None, extra: dict[str, Any], forced: dict[str, Any]) -> dict[str, Any]:
         r"""A step's YAML: base YAML < `common_args` < the step's `*_args` < the loop's own keys."""
-        config = {**_load_yaml(base), **self.args.common_args, **extra}
+        config = {**(read_yaml(base) if base else {}), **self.args.common_args, **extra}
         config.setdefault("media_dir", str(Path(self.args.dataset_dir).absolute()))  # the seed images
         return {**config, "dataset_dir": str(self.registry), **forced}
 

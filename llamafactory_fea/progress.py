@@ -20,21 +20,16 @@ TRAINER_LOG = "trainer_log.jsonl"  # LLaMA-Factory's LogCallback file (llamafact
 JOURNALS = "synth_journal.rank*.jsonl"  # train.synth.job.JOURNAL_PREFIX
 
 
-def _last_record(path: Path) -> dict | None:
-    r"""The last complete JSON object of a JSONL file that a running job appends to."""
-    last = None
-    for _, record in json_lines(path):
-        if isinstance(record, dict):
-            last = record
-
-    return last
+def log_records(path: Path) -> list[dict]:
+    r"""The complete JSON objects of a JSONL log a job appends to ([] when there is none yet)."""
+    return [record for _, record in json_lines(path) if isinstance(record, dict)] if path.is_file() else []
 
 
 def read_progress(output_dir: "str | Path") -> tuple[str, float | None]:
     r"""A short progress text for a job's output folder and its fraction done (None when unknown)."""
     output_dir = Path(output_dir)
-    log = output_dir / TRAINER_LOG
-    record = _last_record(log) if log.is_file() else None
+    records = log_records(output_dir / TRAINER_LOG)
+    record = records[-1] if records else None
     if record is not None and "total_steps" in record:
         text = f"step {record.get('current_steps', 0)}/{record['total_steps']} ({record.get('percentage', 0):.0f}%)"
         for key in ("loss", "reward"):

@@ -134,7 +134,7 @@ def assert_the_demo_learns(demo: subprocess.CompletedProcess, output_dir: Path) 
     assert sorted(figures.rewards) == ["fea_au_f1", "fea_emotion", "fea_format", "total"]
     assert all(len(series) == 6 for series in figures.rewards.values())
     (synthesis_pass,) = figures.passes
-    assert synthesis_pass["kept"] > 0, synthesis_pass
+    assert synthesis_pass.kept > 0, synthesis_pass
     for line in figures.summary():  # the printed summary is the logs' figures
         assert line in demo.stdout
 

@@ -125,15 +125,9 @@ def test_a_json_file_of_templates_is_a_prompt_set(tmp_path: Path):
         load_prompt_set("verbose")
 
 
-def test_sft_data_is_rendered_when_llamafactory_loads_it(tiny_model: Path, tmp_path: Path):
-    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
-    from llamafactory.data.converter import DATASET_CONVERTERS, SharegptDatasetConverter
-    from llamafactory.hparams import get_train_args
-    from llamafactory.model import load_tokenizer
-
-    from llamafactory_fea.train.plugin import split_extension_args
-
-    config = {
+def sft_config(tiny_model: Path, tmp_path: Path) -> dict:
+    r"""An SFT run on two demo rows, as LLaMA-Factory parses it (no model loaded)."""
+    return {
         "stage": "sft",
         "model_name_or_path": str(tiny_model),
         "dataset": "fea_demo",
@@ -144,8 +138,18 @@ def test_sft_data_is_rendered_when_llamafactory_loads_it(tiny_model: Path, tmp_p
         "max_samples": 2,
         "overwrite_cache": True,
         "report_to": "none",
-        "fea_prompt_set": "reference",
     }
+
+
+def test_sft_data_is_rendered_when_llamafactory_loads_it(tiny_model: Path, tmp_path: Path):
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.data.converter import DATASET_CONVERTERS, SharegptDatasetConverter
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    from llamafactory_fea.train.plugin import split_extension_args
+
+    config = {**sft_config(tiny_model, tmp_path), "fea_prompt_set": "reference"}
     extensions, rest = split_extension_args(config)
     assert [extension.name for extension, _ in extensions] == ["prompt_set"]
     model_args, data_args, training_args, finetuning_args, generating_args = get_train_args(rest)
@@ -170,20 +174,7 @@ def test_grpo_and_synthesis_rows_are_rendered_by_the_label_converters(tiny_model
     from llamafactory_fea.train.labelled_data import decode_labels, load_labelled_dataset
     from llamafactory_fea.train.prompt_set import use_prompt_set
 
-    model_args, data_args, training_args, _, _ = get_train_args(
-        {
-            "stage": "sft",
-            "model_name_or_path": str(tiny_model),
-            "dataset": "fea_demo",
-            "dataset_dir": str(DATA_REGISTRY),
-            "template": "qwen2_vl",
-            "output_dir": str(tmp_path / "out"),
-            "do_train": True,
-            "max_samples": 2,
-            "overwrite_cache": True,
-            "report_to": "none",
-        }
-    )
+    model_args, data_args, training_args, _, _ = get_train_args(sft_config(tiny_model, tmp_path))
     (attr,) = get_dataset_list(["fea_demo"], str(DATA_REGISTRY))
     stored = load_labelled_dataset("fea_demo", attr, model_args, data_args, training_args, "test")[0]
     use_prompt_set(data_args, "reference")  # what the grpo stage does with its `fea_prompt_set`

@@ -1,21 +1,15 @@
 r"""What the demo's stages learned, read from their own logs: the summary it prints and the curves it draws."""
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.files import atomic_write, json_lines
+from ..data.files import atomic_write
+from ..progress import TRAINER_LOG, log_records
+from ..train.synth.report import SynthesisPass, read_passes
 from .sampling import FORMAT_RATES
 
 
-TRAINER_LOG = "trainer_log.jsonl"
-SYNTH_REPORT = "synth_report.json"
 CURVES = "curves.png"
-
-
-def _records(path: Path) -> list[dict]:
-    r"""The JSON objects of a JSONL log ([] when it does not exist)."""
-    return [record for _, record in json_lines(path) if isinstance(record, dict)] if path.is_file() else []
 
 
 def quarter_means(values: list[float]) -> tuple[float, float]:
@@ -35,28 +29,27 @@ class DemoFigures:
     sft_loss: list[tuple[float, float]] = field(default_factory=list)  # (epoch, loss)
     format_rate: list[tuple[float, float]] = field(default_factory=list)  # (epoch, share well formed)
     rewards: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # name: (step, mean); "total" too
-    passes: list[dict] = field(default_factory=list)  # synth_report.json's passes
+    passes: list[SynthesisPass] = field(default_factory=list)
 
     @classmethod
     def read(cls, sft_dir: Path, grpo_dir: Path, synth_dir: Path) -> "DemoFigures":
         r"""The series of the three stages' output folders."""
         figures = cls()
-        for record in _records(sft_dir / TRAINER_LOG):
+        for record in log_records(sft_dir / TRAINER_LOG):
             if "loss" in record:
                 figures.sft_loss.append((record.get("epoch", 0.0), record["loss"]))
 
-        figures.format_rate = [(record["epoch"], record["format_rate"]) for record in _records(sft_dir / FORMAT_RATES)]
-        for record in _records(grpo_dir / TRAINER_LOG):
+        figures.format_rate = [
+            (record["epoch"], record["format_rate"]) for record in log_records(sft_dir / FORMAT_RATES)
+        ]
+        for record in log_records(grpo_dir / TRAINER_LOG):
             step = record.get("current_steps", len(figures.rewards.get("total", [])) + 1)
             for key, value in record.items():
                 if key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")):
                     name = "total" if key == "reward" else key.split("/")[1]
                     figures.rewards.setdefault(name, []).append((step, value))
 
-        report = synth_dir / SYNTH_REPORT
-        if report.is_file():
-            figures.passes = json.loads(report.read_text(encoding="utf-8")).get("passes", [])
-
+        figures.passes = read_passes(synth_dir)
         return figures
 
     def summary(self) -> list[str]:
@@ -74,8 +67,9 @@ class DemoFigures:
             lines.append(f"stage 2 (GRPO): {name} reward, mean of the first quarter {first:.3f} -> last {last:.3f}")
 
         for number, synthesis_pass in enumerate(self.passes, start=1):
-            kept, generated = synthesis_pass.get("kept", 0), synthesis_pass.get("generated", 0)
-            lines.append(f"stage 3 (synthesis) pass {number}: kept {kept} of {generated} generated")
+            lines.append(
+                f"stage 3 (synthesis) pass {number}: kept {synthesis_pass.kept} of {synthesis_pass.generated} generated"
+            )
 
         return lines
 
@@ -102,10 +96,10 @@ class DemoFigures:
         reward.set(title="Stage 2: GRPO rewards", xlabel="step", ylabel="mean reward")
         if self.rewards:
             reward.legend(fontsize=7, loc="lower right")
-        shares = [p.get("kept", 0) / p["generated"] if p.get("generated") else 0.0 for p in self.passes]
+        shares = [p.kept / p.generated if p.generated else 0.0 for p in self.passes]
         kept.bar([str(number) for number in range(1, len(shares) + 1)], shares, color="tab:purple")
         for number, (share, synthesis_pass) in enumerate(zip(shares, self.passes)):
-            kept.annotate(f"{synthesis_pass.get('kept', 0)}/{synthesis_pass.get('generated', 0)}", (number, share),
+            kept.annotate(f"{synthesis_pass.kept}/{synthesis_pass.generated}", (number, share),
                           ha="center", va="bottom", fontsize=8)  # fmt: skip
         kept.set(title="Stage 3: synthesis kept", xlabel="pass", ylabel="share kept", ylim=(0, 1.05))
         buffer = io.BytesIO()
